@@ -1,0 +1,1 @@
+# Default yaml of recbole_diffusion; installed as the package recbole_diffusion.properties.

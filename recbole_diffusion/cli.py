@@ -1,0 +1,65 @@
+"""The command line: ``run_recbole_diffusion.py --model=DiffuRec --dataset=ml-100k [--key=value ...]``.
+
+Arguments it does not know (``--hidden_size=64``) are read by RecBole's Config from the command line, as in
+RecBole's ``run_recbole.py``.
+"""
+
+import argparse
+import os
+import sys
+
+from recbole_diffusion.utils import RecBoleDiffusionError
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Train and evaluate a recommender (recbole_diffusion's or RecBole's) with RecBole's pipeline.",
+        epilog="Any --key=value is a config override, e.g. --epochs=5 --hidden_size=64 --data_path=../shared/datasets",
+    )
+    parser.add_argument("--model", "-m", type=str, default="DiffuRec", help="model name, e.g. DiffuRec, SASRec")
+    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
+    parser.add_argument("--config_files", type=str, default=None, help="space-separated yaml files")
+    parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) for torch.distributed training")
+    parser.add_argument("--world_size", type=int, default=-1, help="total processes over all nodes")
+    parser.add_argument("--ip", type=str, default="localhost", help="address of the rank-0 node")
+    parser.add_argument("--port", type=str, default="5678", help="port of the rank-0 node")
+    parser.add_argument("--group_offset", type=int, default=0, help="rank offset of this node")
+    args, _ = parser.parse_known_args(argv)
+    return args
+
+
+def format_results(result):
+    """The valid/test metric table printed at the end of a run."""
+    valid, test = result["best_valid_result"] or {}, result["test_result"] or {}
+    rows = [f"{'metric':<12}{'valid':>10}{'test':>10}"]
+    for key in list(dict.fromkeys(list(valid) + list(test))):
+        fmt = lambda v: f"{v:>10.4f}" if isinstance(v, (int, float)) else f"{'-':>10}"  # noqa: E731
+        rows.append(f"{key:<12}{fmt(valid.get(key))}{fmt(test.get(key))}")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    config_files = [os.path.abspath(f) for f in args.config_files.strip().split(" ")] if args.config_files else None
+    from recbole_diffusion.quick_start import run
+
+    result = run(args.model, args.dataset, config_file_list=config_files, nproc=args.nproc,
+                 world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
+    if result is not None:
+        print(f"\n{args.model} on {args.dataset}")
+        print(format_results(result))
+        if result.get("model_file"):
+            print(f"best model: {result['model_file']}")
+    return result
+
+
+def entry_point(argv=None):
+    """Run :func:`main`; user errors become one line on stderr and exit status 2 (RBD_DEBUG=1 shows tracebacks)."""
+    try:
+        main(argv)
+    except (RecBoleDiffusionError, FileNotFoundError) as err:
+        if os.environ.get("RBD_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

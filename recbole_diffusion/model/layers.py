@@ -1,0 +1,130 @@
+"""Blocks shared by several models: a pre-LayerNorm Transformer encoder with padding-aware attention, and the
+timestep-embedding MLP of the diffusion denoisers."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole_diffusion.diffusion import timestep_embedding
+
+ATTENTION_MASKS = ("key_padding", "official")
+
+
+def padding_attention_mask(item_seq, mode="key_padding", query_index=None):
+    """Additive attention mask [B, 1, Lq, L] (0 = attend, large negative = masked) for right-padded ``item_seq``.
+
+    ``key_padding``: every query attends to the real items only (padding keys masked).
+    ``official``: DiffuRec's official masking: padding *query rows* are flattened to uniform attention and every
+    key, padding included, is visible. ``query_index`` [B] keeps only those query rows (Lq = 1).
+    """
+    real = item_seq > 0
+    B, L = item_seq.shape
+    if mode == "key_padding":
+        mask = torch.zeros(B, 1, 1, L, device=item_seq.device)
+        return mask.masked_fill(~real[:, None, None, :], torch.finfo(mask.dtype).min)
+    query_real = real if query_index is None else real.gather(1, query_index.view(-1, 1))
+    # -1e9 added to every score of a row swamps the scores in float32 and gives the uniform attention of the
+    # official masked_fill(-1e9).
+    return ((~query_real).float() * -1e9)[:, None, :, None].expand(B, 1, query_real.shape[1], L)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, hidden_size, n_heads, attn_dropout_prob):
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.out = nn.Linear(hidden_size, hidden_size)
+        self.attn_dropout_prob = attn_dropout_prob
+        nn.init.xavier_normal_(self.out.weight)
+
+    def forward(self, query, key_value, attn_mask):
+        """query [B, Lq, H], key_value [B, L, H], additive attn_mask [B, 1, Lq, L] -> [B, Lq, H]."""
+        B, Lq, H = query.shape
+        if query is key_value:
+            q, k, v = self.qkv(query).chunk(3, dim=-1)
+        else:
+            w_q, w_kv = self.qkv.weight.split([H, 2 * H])
+            b_q, b_kv = self.qkv.bias.split([H, 2 * H])
+            q = F.linear(query, w_q, b_q)
+            k, v = F.linear(key_value, w_kv, b_kv).chunk(2, dim=-1)
+        heads = lambda x: x.view(B, x.shape[1], self.n_heads, -1).transpose(1, 2)  # noqa: E731
+        dropout = self.attn_dropout_prob if self.training else 0.0
+        hidden = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=attn_mask, dropout_p=dropout)
+        return self.out(hidden.transpose(1, 2).reshape(B, Lq, H))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, hidden_size, inner_size, dropout_prob):
+        super().__init__()
+        self.w_1 = nn.Linear(hidden_size, inner_size)
+        self.w_2 = nn.Linear(inner_size, hidden_size)
+        self.dropout = nn.Dropout(dropout_prob)
+        nn.init.xavier_normal_(self.w_1.weight)
+        nn.init.xavier_normal_(self.w_2.weight)
+
+    def forward(self, x):
+        return self.w_2(self.dropout(F.gelu(self.w_1(x), approximate="tanh")))
+
+
+class PreLNTransformerBlock(nn.Module):
+    """x + Dropout(Attention(LN(x))), then x + Dropout(FFN(LN(x))), then Dropout (DiffuRec's block)."""
+
+    def __init__(self, hidden_size, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, layer_norm_eps):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.attention = MultiHeadAttention(hidden_size, n_heads, attn_dropout_prob)
+        self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.feed_forward = FeedForward(hidden_size, inner_size, hidden_dropout_prob)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+
+    def forward(self, x, attn_mask, query_index=None):
+        """x [B, L, H]; with ``query_index`` [B] only that position is computed and [B, 1, H] returned."""
+        normed = self.attn_norm(x)
+        if query_index is None:
+            x = x + self.dropout(self.attention(normed, normed, attn_mask))
+        else:
+            gather = query_index.view(-1, 1, 1).expand(-1, 1, x.shape[-1])
+            x = x.gather(1, gather) + self.dropout(self.attention(normed.gather(1, gather), normed, attn_mask))
+        x = x + self.dropout(self.feed_forward(self.ffn_norm(x)))
+        return self.dropout(x)
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of :class:`PreLNTransformerBlock`.
+
+    ``forward(x, item_seq, output_index)`` returns the hidden state at ``output_index`` [B] only, [B, H]: the last
+    block computes that one query row, which is all a next-item model reads.
+    """
+
+    def __init__(self, n_layers, n_heads, hidden_size, inner_size, hidden_dropout_prob, attn_dropout_prob,
+                 layer_norm_eps=1e-12, attention_mask="key_padding"):
+        super().__init__()
+        self.attention_mask = attention_mask
+        self.blocks = nn.ModuleList(
+            PreLNTransformerBlock(hidden_size, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob,
+                                  layer_norm_eps)
+            for _ in range(n_layers)
+        )
+
+    def forward(self, x, item_seq, output_index):
+        mask = padding_attention_mask(item_seq, self.attention_mask)
+        for block in self.blocks[:-1]:
+            x = block(x, mask)
+        last_mask = mask if self.attention_mask == "key_padding" else padding_attention_mask(
+            item_seq, self.attention_mask, output_index
+        )
+        return self.blocks[-1](x, last_mask, query_index=output_index).squeeze(1)
+
+
+class TimestepMLP(nn.Module):
+    """Sinusoidal timestep embedding followed by Linear -> SiLU -> Linear (DDPM / DiffuRec)."""
+
+    def __init__(self, hidden_size, inner_size=None, activation=nn.SiLU):
+        super().__init__()
+        inner_size = inner_size or 4 * hidden_size
+        self.hidden_size = hidden_size
+        self.mlp = nn.Sequential(nn.Linear(hidden_size, inner_size), activation(), nn.Linear(inner_size, hidden_size))
+
+    def forward(self, timesteps):
+        """timesteps [B] (already scaled) -> [B, H]."""
+        return self.mlp(timestep_embedding(timesteps, self.hidden_size))

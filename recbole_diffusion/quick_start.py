@@ -1,0 +1,162 @@
+"""``run_recbole_diffusion``, ``objective_function`` and ``load_data_and_model``: RecBole's quick-start API
+(same signatures, same return values) for our models and RecBole's alike.
+
+RecBole's own quick-start looks models up by name inside ``recbole.model`` only, imports Ray, and loads its
+checkpoints with a pickle-everything ``torch.load``; these functions use our registry, data routing and safe
+checkpoints instead.
+"""
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from logging import getLogger
+
+import torch
+import torch.distributed as dist
+from recbole.utils import get_environment, init_logger, init_seed, set_color
+
+from recbole_diffusion.config import Config
+from recbole_diffusion.data import create_dataset, data_preparation
+from recbole_diffusion.registry import get_model, get_trainer
+from recbole_diffusion.trainer import load_checkpoint
+
+
+def _check_model_config(config):
+    """Run the model's own hyperparameter checks before any data is loaded."""
+    check = getattr(config.model_class, "check_config", None)
+    if check is not None:
+        check(config)
+
+
+def build(config, dataset=None):
+    """Dataset, dataloaders, model and trainer for a ready ``config``.
+
+    ``dataset`` may be a dataset built earlier from an equal configuration (``compare`` shares one).
+    Returns ``(dataset, train_data, valid_data, test_data, model, trainer)``.
+    """
+    _check_model_config(config)
+    if dataset is None:
+        dataset = create_dataset(config)
+    getLogger().info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = config.model_class(config, train_data._dataset).to(config["device"])
+    getLogger().info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return dataset, train_data, valid_data, test_data, model, trainer
+
+
+def run_recbole_diffusion(
+    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None, callback_fn=None
+):
+    r"""Train and test a model (ours or RecBole's) on a dataset, as RecBole's ``run_recbole`` does.
+
+    Args:
+        model (str or type): model name or class. dataset (str): dataset name.
+        config_file_list (list): yaml files. config_dict (dict): overrides.
+        saved (bool): keep the best model on disk and test it (else test the last one).
+        queue: multiprocessing queue for the result of rank 0 (used by :func:`run`).
+        callback_fn: ``callback_fn(epoch_idx, valid_score)`` after each evaluation, as in ``Trainer.fit``.
+
+    Returns:
+        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``.
+    """
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    _, train_data, valid_data, test_data, _, trainer = build(config)
+    if config["resume_file"]:
+        trainer.resume_checkpoint(config["resume_file"])
+
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback_fn
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    result = {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+    if saved:
+        result["model_file"] = trainer.saved_model_file
+    if not config["single_spec"]:
+        dist.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def _run_rank(rank, *args):
+    kwargs = args[-1]
+    if not isinstance(kwargs, MutableMapping):
+        raise ValueError(f"The last argument must be a dict of keyword arguments, got {type(kwargs)}.")
+    kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
+    run_recbole_diffusion(*args[:3], **kwargs)
+
+
+def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1, world_size=-1,
+        ip="localhost", port="5678", group_offset=0):
+    """Single process, or RecBole's torch.distributed training over ``nproc`` local GPUs (RecBole's ``run``)."""
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_diffusion(model, dataset, config_file_list, config_dict, saved)
+    if world_size == -1:
+        world_size = nproc
+    import torch.multiprocessing as mp
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {}, world_size=world_size, ip=ip, port=port, nproc=nproc,
+                       offset=group_offset)
+    kwargs = {"config_dict": config_dict, "saved": saved, "queue": queue}
+    mp.spawn(_run_rank, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True, callback_fn=None):
+    """RecBole's hyper-tuning objective: train with a config, return the same dict as RecBole's."""
+    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    init_seed(config["seed"], config["reproducibility"])
+    for handler in list(logging.root.handlers):
+        logging.root.removeHandler(handler)
+    init_logger(config)
+    logging.basicConfig(level=logging.ERROR)
+    _, train_data, valid_data, test_data, model, trainer = build(config)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, verbose=False, saved=saved, callback_fn=callback_fn
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved)
+    return {
+        "model": config["model"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+def load_data_and_model(model_file):
+    """Rebuild config, model (with trained weights), dataset and dataloaders from one of our checkpoints.
+
+    Returns ``(config, model, dataset, train_data, valid_data, test_data)`` as RecBole's function does.
+    The checkpoint is loaded with ``weights_only=True``: it can hold no code.
+    """
+    checkpoint = load_checkpoint(model_file)
+    config = Config(model=checkpoint["model"], dataset=checkpoint["dataset"], config_dict=checkpoint["config"])
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    getLogger().info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict({k: v.to(config["device"]) for k, v in checkpoint["state_dict"].items()})
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data
