@@ -57,7 +57,8 @@ def entry_point(argv=None):
     """Run :func:`main`; user errors become one line on stderr and exit status 2 (RBD_DEBUG=1 shows tracebacks)."""
     try:
         main(argv)
-    except (RecBoleDiffusionError, FileNotFoundError) as err:
+    except (RecBoleDiffusionError, FileNotFoundError, SyntaxError) as err:
+        # SyntaxError: RecBole's answer to a --key given twice with different values
         if os.environ.get("RBD_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)

@@ -84,4 +84,10 @@ def get_beta_schedule(name, steps, **kwargs):
         raise ValueError(f"diffusion_steps must be a positive integer, got {steps!r}.")
     if name == "pw_lin" and steps < 11:
         raise ValueError(f"noise_schedule 'pw_lin' needs diffusion_steps >= 11, got {steps}.")
-    return SCHEDULES[name](steps, **kwargs)
+    betas = SCHEDULES[name](steps, **kwargs)
+    if not bool(((betas > 0) & (betas < 1)).all()):
+        raise ValueError(
+            f"noise_schedule '{name}' with diffusion_steps={steps} gives betas outside (0, 1) "
+            f"(max {betas.max().item():.3g}); use more diffusion_steps or another schedule."
+        )
+    return betas

@@ -113,10 +113,12 @@ class DiffuRec(SequentialRecommender):
         )
         self.timestep_sampler = create_timestep_sampler(self.schedule_sampler, self.diffusion_steps)
         self.loss_fct = nn.CrossEntropyLoss(reduction="none")
+        # Cutting padding off a batch is exact only when padding keys are masked.
+        self.trim_batches = self.attention_mask == "key_padding"
 
     def _trim(self, item_seq, item_seq_len):
         """Cut the batch to its longest real sequence (exact under key-padding attention)."""
-        if self.attention_mask != "key_padding":
+        if not self.trim_batches:
             return item_seq
         return item_seq[:, : int(item_seq_len.max())]
 
