@@ -129,3 +129,23 @@ def test_resume_continues_from_checkpoint(toy_config):
     assert trainer.start_epoch == 1
     trainer.fit(train_data, valid_data, saved=False, show_progress=False)
     assert sorted(trainer.train_loss_dict) == [1, 2]
+
+
+def test_encoder_last_row_equals_full_sequence_output():
+    """The one-query fast path of the last block equals reading the full output, causal or not."""
+    from recbole_diffusion.model.layers import TransformerEncoder
+
+    torch.manual_seed(0)
+    seq = torch.tensor([[3, 4, 5, 0, 0], [1, 2, 3, 4, 5], [7, 0, 0, 0, 0]])
+    lengths = torch.tensor([3, 5, 1])
+    x = torch.randn(3, 5, 8)
+    for causal in (False, True):
+        enc = TransformerEncoder(2, 2, 8, 16, 0.0, 0.0, causal=causal).eval()
+        full = enc(x, seq)
+        last = enc(x, seq, lengths - 1)
+        assert torch.allclose(full[torch.arange(3), lengths - 1], last, atol=1e-5)
+    # causal: position 0 does not see position 1
+    enc = TransformerEncoder(1, 1, 8, 16, 0.0, 0.0, causal=True).eval()
+    y = x.clone()
+    y[:, 1] += 1.0
+    assert torch.allclose(enc(x, seq)[:, 0], enc(y, seq)[:, 0], atol=1e-6)

@@ -10,18 +10,22 @@ from recbole_diffusion.diffusion import timestep_embedding
 ATTENTION_MASKS = ("key_padding", "official")
 
 
-def padding_attention_mask(item_seq, mode="key_padding", query_index=None):
+def padding_attention_mask(item_seq, mode="key_padding", query_index=None, causal=False):
     """Additive attention mask [B, 1, Lq, L] (0 = attend, large negative = masked) for right-padded ``item_seq``.
 
-    ``key_padding``: every query attends to the real items only (padding keys masked).
+    ``key_padding``: every query attends to the real items only (padding keys masked); with ``causal`` also
+    to earlier positions only (SASRec-style; [B, 1, L, L], ``query_index`` not supported).
     ``official``: DiffuRec's official masking: padding *query rows* are flattened to uniform attention and every
     key, padding included, is visible. ``query_index`` [B] keeps only those query rows (Lq = 1).
     """
     real = item_seq > 0
     B, L = item_seq.shape
     if mode == "key_padding":
-        mask = torch.zeros(B, 1, 1, L, device=item_seq.device)
-        return mask.masked_fill(~real[:, None, None, :], torch.finfo(mask.dtype).min)
+        visible = real[:, None, None, :]
+        if causal:
+            visible = visible & torch.ones(L, L, dtype=torch.bool, device=item_seq.device).tril()[None, None]
+        mask = torch.zeros(visible.shape, device=item_seq.device)
+        return mask.masked_fill(~visible, torch.finfo(mask.dtype).min)
     query_real = real if query_index is None else real.gather(1, query_index.view(-1, 1))
     # -1e9 added to every score of a row swamps the scores in float32 and gives the uniform attention of the
     # official masked_fill(-1e9).
@@ -93,26 +97,39 @@ class TransformerEncoder(nn.Module):
     """A stack of :class:`PreLNTransformerBlock`.
 
     ``forward(x, item_seq, output_index)`` returns the hidden state at ``output_index`` [B] only, [B, H]: the last
-    block computes that one query row, which is all a next-item model reads.
+    block computes that one query row, which is all a next-item model reads. With ``output_index=None`` every
+    position is returned, [B, L, H]. ``causal`` restricts each position to itself and earlier ones.
     """
 
     def __init__(self, n_layers, n_heads, hidden_size, inner_size, hidden_dropout_prob, attn_dropout_prob,
-                 layer_norm_eps=1e-12, attention_mask="key_padding"):
+                 layer_norm_eps=1e-12, attention_mask="key_padding", causal=False):
         super().__init__()
+        if causal and attention_mask != "key_padding":
+            raise ValueError("causal attention is only available with attention_mask='key_padding'.")
         self.attention_mask = attention_mask
+        self.causal = causal
         self.blocks = nn.ModuleList(
             PreLNTransformerBlock(hidden_size, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob,
                                   layer_norm_eps)
             for _ in range(n_layers)
         )
 
-    def forward(self, x, item_seq, output_index):
-        mask = padding_attention_mask(item_seq, self.attention_mask)
+    def forward(self, x, item_seq, output_index=None):
+        mask = padding_attention_mask(item_seq, self.attention_mask, causal=self.causal)
+        if output_index is None:
+            for block in self.blocks:
+                x = block(x, mask)
+            return x
         for block in self.blocks[:-1]:
             x = block(x, mask)
-        last_mask = mask if self.attention_mask == "key_padding" else padding_attention_mask(
-            item_seq, self.attention_mask, output_index
-        )
+        if self.causal:
+            # the query row of output_index under the causal mask: that row of the [L, L] mask
+            last_mask = mask.expand(x.shape[0], -1, -1, -1).gather(
+                2, output_index.view(-1, 1, 1, 1).expand(-1, 1, 1, mask.shape[-1]))
+        elif self.attention_mask == "key_padding":
+            last_mask = mask
+        else:
+            last_mask = padding_attention_mask(item_seq, self.attention_mask, output_index)
         return self.blocks[-1](x, last_mask, query_index=output_index).squeeze(1)
 
 

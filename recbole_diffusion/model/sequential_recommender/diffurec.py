@@ -24,57 +24,34 @@ Differences from the official code, all documented in ``properties/model/DiffuRe
 """
 
 import torch
-from recbole.model.abstract_recommender import SequentialRecommender
-from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, SCHEDULES, create_timestep_sampler
-from recbole_diffusion.diffusion.gaussian import SAMPLERS
-from recbole_diffusion.diffusion.timesteps import TIMESTEP_SAMPLERS
+from recbole_diffusion.model.abstract_recommender import SequentialDiffusionRecommender
 from recbole_diffusion.model.layers import ATTENTION_MASKS, TimestepMLP, TransformerEncoder
-from recbole_diffusion.utils import (
-    RecBoleDiffusionError,
-    check_choice,
-    check_divisible,
-    check_non_negative,
-    check_positive_int,
-    check_probability,
-)
+from recbole_diffusion.utils import check_choice, check_divisible, check_non_negative, check_positive_int, check_probability
 
 
-class DiffuRec(SequentialRecommender):
+class DiffuRec(SequentialDiffusionRecommender):
     r"""DiffuRec: the target item embedding is diffused, a Transformer over the history recovers it."""
 
-    input_type = InputType.POINTWISE
+    prediction_type = "x0"
+    variance_type = "fixed_large"  # official: log-variance from append(posterior_variance[1], betas[1:])
 
     @classmethod
     def check_config(cls, config):
-        """Validate every hyperparameter before any data is loaded; one clear error each."""
+        super().check_config(config)
         name = cls.__name__
-        check_positive_int(config, name, "hidden_size", "inner_size", "n_layers", "n_heads", "diffusion_steps",
-                           "MAX_ITEM_LIST_LENGTH")
+        check_positive_int(config, name, "inner_size", "n_layers", "n_heads")
         check_divisible(config, name, "hidden_size", "n_heads")
         check_probability(config, name, "hidden_dropout_prob", "attn_dropout_prob", "emb_dropout",
                           inclusive_one=False)
-        check_non_negative(config, name, "lambda_uncertainty", "ddim_eta")
-        check_choice(config, name, "noise_schedule", list(SCHEDULES))
-        check_choice(config, name, "schedule_sampler", list(TIMESTEP_SAMPLERS))
-        check_choice(config, name, "sampler", list(SAMPLERS))
+        check_non_negative(config, name, "lambda_uncertainty")
         check_choice(config, name, "attention_mask", list(ATTENTION_MASKS))
-        if config["sampling_steps"] is not None:
-            check_positive_int(config, name, "sampling_steps")
-        neg = config["train_neg_sample_args"]
-        if neg and neg.get("distribution", "none") != "none":
-            raise RecBoleDiffusionError(
-                f"{name} trains with a full softmax and takes no negative samples: set train_neg_sample_args: ~."
-            )
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.check_config(config)
 
         # load parameters info
-        self.hidden_size = config["hidden_size"]
         self.inner_size = config["inner_size"]
         self.n_layers = config["n_layers"]
         self.n_heads = config["n_heads"]
@@ -85,16 +62,8 @@ class DiffuRec(SequentialRecommender):
         self.position_embedding = config["position_embedding"]
         self.attention_mask = config["attention_mask"]
         self.lambda_uncertainty = config["lambda_uncertainty"]
-        self.diffusion_steps = config["diffusion_steps"]
-        self.noise_schedule = config["noise_schedule"]
-        self.rescale_timesteps = config["rescale_timesteps"]
-        self.schedule_sampler = config["schedule_sampler"]
-        self.sampler = config["sampler"]
-        self.sampling_steps = config["sampling_steps"]
-        self.ddim_eta = config["ddim_eta"]
 
-        # define layers and loss
-        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size)  # N(0, 1) init, as the official code
+        # define layers and loss (item_embedding: N(0, 1) init, as the official code, from the base class)
         self.position_embeddings = (
             nn.Embedding(self.max_seq_length, self.hidden_size) if self.position_embedding else None
         )
@@ -107,20 +76,8 @@ class DiffuRec(SequentialRecommender):
         )
         self.output_dropout = nn.Dropout(self.hidden_dropout_prob)
         self.output_layer_norm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
-        self.diffusion = GaussianDiffusion.from_config(
-            self.noise_schedule, self.diffusion_steps, prediction_type="x0", variance_type="fixed_large",
-            rescale_timesteps=self.rescale_timesteps,
-        )
-        self.timestep_sampler = create_timestep_sampler(self.schedule_sampler, self.diffusion_steps)
         self.loss_fct = nn.CrossEntropyLoss(reduction="none")
-        # Cutting padding off a batch is exact only when padding keys are masked.
         self.trim_batches = self.attention_mask == "key_padding"
-
-    def _trim(self, item_seq, item_seq_len):
-        """Cut the batch to its longest real sequence (exact under key-padding attention)."""
-        if not self.trim_batches:
-            return item_seq
-        return item_seq[:, : int(item_seq_len.max())]
 
     def encode_history(self, item_seq):
         """LN(Dropout(E[seq])) (+ position embedding): [B, L] -> [B, L, H], computed once per reverse chain."""
@@ -144,33 +101,17 @@ class DiffuRec(SequentialRecommender):
         return self.output_layer_norm(self.output_dropout(hidden))
 
     def calculate_loss(self, interaction):
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        item_seq = self._trim(interaction[self.ITEM_SEQ], item_seq_len)
+        item_seq, item_seq_len = self.trimmed_sequence(interaction)
         target = interaction[self.POS_ITEM_ID]
         x0 = self.item_embedding(target)
-        t, weights = self.timestep_sampler.sample(x0.shape[0], x0.device)
-        x_t = self.diffusion.q_sample(x0, t)
+        t, weights, x_t = self.sample_training_noise(x0)
         x0_pred = self.forward(item_seq, item_seq_len, self.encode_history(item_seq), x_t, t)
-        logits = x0_pred @ self.item_embedding.weight.t()
-        losses = self.loss_fct(logits, target)
+        losses = self.loss_fct(self.item_scores(x0_pred), target)
         self.timestep_sampler.update(t, losses)
         return (losses * weights).mean()
 
     def generate(self, interaction):
-        """Run the reverse chain from x_T ~ N(0, I); returns the generated target embedding [B, H]."""
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        item_seq = self._trim(interaction[self.ITEM_SEQ], item_seq_len)
+        item_seq, item_seq_len = self.trimmed_sequence(interaction)
         seq_emb = self.encode_history(item_seq)
-        x_T = torch.randn(item_seq.shape[0], self.hidden_size, device=item_seq.device)
-        return self.diffusion.sample(
-            lambda x_t, t: self.forward(item_seq, item_seq_len, seq_emb, x_t, t),
-            x_T, sampler=self.sampler, sampling_steps=self.sampling_steps, eta=self.ddim_eta,
-        )
-
-    def predict(self, interaction):
-        x0 = self.generate(interaction)
-        return (x0 * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        # rounding: inner product of the generated embedding with every item embedding
-        return self.generate(interaction) @ self.item_embedding.weight.t()
+        return self.reverse(lambda x_t, t: self.forward(item_seq, item_seq_len, seq_emb, x_t, t),
+                            item_seq.shape[0], item_seq.device)

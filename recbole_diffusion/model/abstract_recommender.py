@@ -1,0 +1,103 @@
+"""The base of every sequential diffusion recommender here: the item table, the diffusion core built from
+the yaml, the reverse chain, rounding by inner product, batch trimming and the shared hyperparameter checks.
+A model adds its denoiser and its loss."""
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, create_timestep_sampler
+from recbole_diffusion.diffusion.gaussian import SAMPLERS
+from recbole_diffusion.diffusion.timesteps import TIMESTEP_SAMPLERS
+from recbole_diffusion.utils import (
+    RecBoleDiffusionError,
+    check_choice,
+    check_non_negative,
+    check_positive_int,
+)
+
+
+class SequentialDiffusionRecommender(SequentialRecommender):
+    """Reads the diffusion keys of the yaml (``diffusion_steps``, ``noise_schedule``, ``rescale_timesteps``,
+    ``schedule_sampler``, ``sampler``, ``sampling_steps``, ``ddim_eta``) and builds ``self.diffusion`` and
+    ``self.timestep_sampler``; subclasses set ``prediction_type``/``variance_type`` and implement
+    :meth:`generate` (the reverse chain for a batch) and ``calculate_loss``."""
+
+    input_type = InputType.POINTWISE
+    prediction_type = "x0"
+    variance_type = "fixed_small"
+
+    @classmethod
+    def check_config(cls, config):
+        """Validate hyperparameters before data is loaded. Subclasses extend it; one clear error each."""
+        name = cls.__name__
+        check_positive_int(config, name, "hidden_size", "diffusion_steps", "MAX_ITEM_LIST_LENGTH")
+        check_non_negative(config, name, "ddim_eta")
+        check_choice(config, name, "noise_schedule", list(SCHEDULES))
+        check_choice(config, name, "schedule_sampler", list(TIMESTEP_SAMPLERS))
+        check_choice(config, name, "sampler", list(SAMPLERS))
+        if config["sampling_steps"] is not None:
+            check_positive_int(config, name, "sampling_steps")
+        neg = config["train_neg_sample_args"]
+        if neg and neg.get("distribution", "none") != "none":
+            raise RecBoleDiffusionError(
+                f"{name} takes no negative samples in training: set train_neg_sample_args: ~ (or leave the default)."
+            )
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.check_config(config)
+        self.hidden_size = config["hidden_size"]
+        self.diffusion_steps = config["diffusion_steps"]
+        self.noise_schedule = config["noise_schedule"]
+        self.rescale_timesteps = config["rescale_timesteps"]
+        self.schedule_sampler = config["schedule_sampler"]
+        self.sampler = config["sampler"]
+        self.sampling_steps = config["sampling_steps"]
+        self.ddim_eta = config["ddim_eta"]
+        self.diffusion = GaussianDiffusion.from_config(
+            self.noise_schedule, self.diffusion_steps, prediction_type=self.prediction_type,
+            variance_type=self.variance_type, rescale_timesteps=self.rescale_timesteps,
+            schedule_kwargs=self.schedule_kwargs(config),
+        )
+        self.timestep_sampler = create_timestep_sampler(self.schedule_sampler, self.diffusion_steps)
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size)
+        # Cutting padding off a batch is exact when padding keys are masked; a model may turn it off.
+        self.trim_batches = True
+
+    def schedule_kwargs(self, config):
+        """Extra schedule parameters (e.g. DreamRec's beta_start/beta_end); none by default."""
+        return {}
+
+    def trimmed_sequence(self, interaction):
+        """(item_seq cut to the longest real sequence of the batch, item_seq_len)."""
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        if self.trim_batches:
+            item_seq = item_seq[:, : int(item_seq_len.max())]
+        return item_seq, item_seq_len
+
+    def sample_training_noise(self, x0):
+        """t from the timestep sampler, its importance weights and x_t ~ q(x_t | x0)."""
+        t, weights = self.timestep_sampler.sample(x0.shape[0], x0.device)
+        return t, weights, self.diffusion.q_sample(x0, t)
+
+    def reverse(self, denoise_fn, batch_size, device):
+        """The configured reverse chain from x_T ~ N(0, I) [B, H]; ``denoise_fn(x_t, t)`` is the network."""
+        x_T = torch.randn(batch_size, self.hidden_size, device=device)
+        return self.diffusion.sample(denoise_fn, x_T, sampler=self.sampler, sampling_steps=self.sampling_steps,
+                                     eta=self.ddim_eta)
+
+    def generate(self, interaction):
+        """The generated next-item embedding [B, H] for each sequence of the batch."""
+        raise NotImplementedError
+
+    def item_scores(self, generated):
+        """Rounding: inner product of generated embeddings [B, H] with every item embedding -> [B, n_items]."""
+        return generated @ self.item_embedding.weight.t()
+
+    def predict(self, interaction):
+        return (self.generate(interaction) * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        return self.item_scores(self.generate(interaction))
