@@ -55,28 +55,24 @@ def test_same_seed_same_metrics(toy_config):
     assert first["best_valid_result"] == second["best_valid_result"]
 
 
-def test_trimming_is_exact_under_key_padding(toy_config):
-    """Scores with the batch cut to its longest sequence equal scores with full padding."""
-    _, (_, _, _, test_data, model, _) = _build(toy_config, lambda_uncertainty=0.0)
+def test_trimming_and_length_buckets_are_exact(toy_config):
+    """Outputs with the batch cut into length buckets equal outputs with the full padding."""
+    _, (_, _, _, test_data, model, _) = _build(toy_config, lambda_uncertainty=0.0, length_buckets=3)
     model.eval()
     batch = next(iter(test_data))[0]
     seq, seq_len = batch["item_id_list"], batch["item_length"]
-    keep = seq_len < seq.shape[1]
-    seq, seq_len = seq[keep], seq_len[keep]
-    short = seq[:, : int(seq_len.max())]
-    assert short.shape[1] < seq.shape[1]
+    buckets = list(model.length_buckets_of(batch))
+    assert len(buckets) == 3 and buckets[0][1].shape[1] < seq.shape[1]
+    assert sorted(torch.cat([rows for rows, _, _ in buckets]).tolist()) == list(range(seq.shape[0]))
     x_t, t = torch.randn(seq.shape[0], model.hidden_size), torch.full((seq.shape[0],), 7)
     with torch.no_grad():
+        bucketed = model.map_length_buckets(
+            batch, lambda rows, s, lengths: model(s, lengths, model.encode_history(s), x_t[rows], t[rows])
+        )
         full = model(seq, seq_len, model.encode_history(seq), x_t, t)
-        trimmed = model(short, seq_len, model.encode_history(short), x_t, t)
-        assert torch.allclose(full, trimmed, atol=1e-5)
-        # and the model's own trimming gives the same full-ranking scores as no trimming
-        torch.manual_seed(1)
-        scores = model.full_sort_predict(batch)
         model.trim_batches = False
-        torch.manual_seed(1)
-        untrimmed = model.full_sort_predict(batch)
-    assert torch.allclose(scores, untrimmed, atol=1e-4)
+        assert list(model.length_buckets_of(batch))[0][1].shape == seq.shape
+    assert torch.allclose(bucketed, full, atol=1e-5)
 
 
 def test_official_attention_sees_padding(toy_config):
@@ -95,7 +91,7 @@ def test_official_attention_sees_padding(toy_config):
 
 
 def test_ddim_few_steps_runs_and_counts_steps(toy_config):
-    _, (_, _, _, test_data, model, _) = _build(toy_config, sampler="ddim", sampling_steps=4)
+    _, (_, _, _, test_data, model, _) = _build(toy_config, sampler="ddim", sampling_steps=4, length_buckets=1)
     model.eval()
     calls = []
     original = model.forward

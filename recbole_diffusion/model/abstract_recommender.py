@@ -37,8 +37,9 @@ class SequentialDiffusionRecommender(SequentialRecommender):
         check_choice(config, name, "noise_schedule", list(SCHEDULES))
         check_choice(config, name, "schedule_sampler", list(TIMESTEP_SAMPLERS))
         check_choice(config, name, "sampler", list(SAMPLERS))
-        if config["sampling_steps"] is not None:
-            check_positive_int(config, name, "sampling_steps")
+        for key in ("sampling_steps", "length_buckets"):
+            if config[key] is not None:
+                check_positive_int(config, name, key)
         neg = config["train_neg_sample_args"]
         if neg and neg.get("distribution", "none") != "none":
             raise RecBoleDiffusionError(
@@ -63,6 +64,7 @@ class SequentialDiffusionRecommender(SequentialRecommender):
         )
         self.timestep_sampler = create_timestep_sampler(self.schedule_sampler, self.diffusion_steps)
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size)
+        self.length_buckets = config["length_buckets"] or 1
         # Cutting padding off a batch is exact when padding keys are masked; a model may turn it off.
         self.trim_batches = True
 
@@ -76,6 +78,34 @@ class SequentialDiffusionRecommender(SequentialRecommender):
         if self.trim_batches:
             item_seq = item_seq[:, : int(item_seq_len.max())]
         return item_seq, item_seq_len
+
+    def length_buckets_of(self, interaction):
+        """Yield ``(rows, item_seq, item_seq_len)``: the batch sorted by length and split into
+        ``length_buckets`` groups, each cut to its own longest sequence.
+
+        Every sequence is computed exactly as in the full batch (padding keys are masked), but a batch of mostly
+        short sequences no longer pays for its longest one. Without trimming, one group: ``rows`` is ``slice(None)``.
+        """
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        if not self.trim_batches:
+            yield slice(None), item_seq, item_seq_len
+            return
+        order = torch.argsort(item_seq_len)
+        for rows in order.tensor_split(min(self.length_buckets, order.shape[0])):
+            lengths = item_seq_len[rows]
+            yield rows, item_seq[rows, : int(lengths.max())], lengths
+
+    def map_length_buckets(self, interaction, fn):
+        """Apply ``fn(rows, item_seq, item_seq_len) -> [b, ...]`` to each length bucket; results in batch order."""
+        out = None
+        for rows, item_seq, item_seq_len in self.length_buckets_of(interaction):
+            result = fn(rows, item_seq, item_seq_len)
+            if isinstance(rows, slice):
+                return result
+            if out is None:
+                out = result.new_empty((interaction[self.ITEM_SEQ].shape[0], *result.shape[1:]))
+            out[rows] = result
+        return out
 
     def sample_training_noise(self, x0):
         """t from the timestep sampler, its importance weights and x_t ~ q(x_t | x0)."""

@@ -101,17 +101,20 @@ class DiffuRec(SequentialDiffusionRecommender):
         return self.output_layer_norm(self.output_dropout(hidden))
 
     def calculate_loss(self, interaction):
-        item_seq, item_seq_len = self.trimmed_sequence(interaction)
         target = interaction[self.POS_ITEM_ID]
         x0 = self.item_embedding(target)
         t, weights, x_t = self.sample_training_noise(x0)
-        x0_pred = self.forward(item_seq, item_seq_len, self.encode_history(item_seq), x_t, t)
+        x0_pred = self.map_length_buckets(
+            interaction, lambda rows, seq, lengths: self.forward(seq, lengths, self.encode_history(seq), x_t[rows], t[rows])
+        )
         losses = self.loss_fct(self.item_scores(x0_pred), target)
         self.timestep_sampler.update(t, losses)
         return (losses * weights).mean()
 
     def generate(self, interaction):
-        item_seq, item_seq_len = self.trimmed_sequence(interaction)
-        seq_emb = self.encode_history(item_seq)
-        return self.reverse(lambda x_t, t: self.forward(item_seq, item_seq_len, seq_emb, x_t, t),
-                            item_seq.shape[0], item_seq.device)
+        def reverse_chain(rows, item_seq, item_seq_len):
+            seq_emb = self.encode_history(item_seq)
+            return self.reverse(lambda x_t, t: self.forward(item_seq, item_seq_len, seq_emb, x_t, t),
+                                item_seq.shape[0], item_seq.device)
+
+        return self.map_length_buckets(interaction, reverse_chain)
