@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_diffusion.diffusion import timestep_embedding
+from recbole_diffusion.utils import check_divisible, check_positive_int, check_probability
 
 ATTENTION_MASKS = ("key_padding", "official")
 
@@ -145,3 +146,44 @@ class TimestepMLP(nn.Module):
     def forward(self, timesteps):
         """timesteps [B] (already scaled) -> [B, H]."""
         return self.mlp(timestep_embedding(timesteps, self.hidden_size))
+
+
+class PositionalSequenceEncoder(nn.Module):
+    """SASRec-style encoder of a sequence of embeddings: learned position embeddings are added, then input
+    dropout, a :class:`TransformerEncoder` (pre-LN blocks) and a final LayerNorm. DreamRec's guidance encoder
+    and SeqDiffRec's approximator share it.
+
+    ``forward(seq_emb, item_seq, output_index=None)``: ``seq_emb`` [B, L, H] are the inputs before positions
+    (item embeddings plus whatever a model adds at every position); ``item_seq`` [B, L] is > 0 at the positions
+    that may be attended to (for the padding mask); ``output_index`` [B] selects one position -> [B, H], None
+    returns every position -> [B, L, H]. ``max_seq_length`` bounds L.
+    """
+
+    def __init__(self, max_seq_length, n_layers, n_heads, hidden_size, inner_size, hidden_dropout_prob,
+                 attn_dropout_prob, layer_norm_eps=1e-12, causal=False):
+        super().__init__()
+        self.position_embedding = nn.Embedding(max_seq_length, hidden_size)
+        self.input_dropout = nn.Dropout(hidden_dropout_prob)
+        self.encoder = TransformerEncoder(n_layers, n_heads, hidden_size, inner_size, hidden_dropout_prob,
+                                          attn_dropout_prob, layer_norm_eps, causal=causal)
+        self.output_layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+
+    @staticmethod
+    def check_config(config, model):
+        """One clear error for a bad RecBole Transformer key (``model`` names the model in the message)."""
+        check_positive_int(config, model, "inner_size", "n_layers", "n_heads")
+        check_divisible(config, model, "hidden_size", "n_heads")
+        check_probability(config, model, "hidden_dropout_prob", "attn_dropout_prob", inclusive_one=False)
+
+    @classmethod
+    def from_config(cls, config, max_seq_length, causal=False):
+        """Built from RecBole's Transformer keys: n_layers, n_heads, hidden_size, inner_size,
+        hidden_dropout_prob, attn_dropout_prob, layer_norm_eps."""
+        return cls(max_seq_length, config["n_layers"], config["n_heads"], config["hidden_size"], config["inner_size"],
+                   config["hidden_dropout_prob"], config["attn_dropout_prob"], config["layer_norm_eps"], causal=causal)
+
+    def forward(self, seq_emb, item_seq, output_index=None):
+        positions = torch.arange(seq_emb.shape[1], device=seq_emb.device)
+        x = self.input_dropout(seq_emb + self.position_embedding(positions)[None])
+        # the blocks are pre-LN, so their residual stream leaves un-normalized: normalize it once at the end
+        return self.output_layer_norm(self.encoder(x, item_seq, output_index))
