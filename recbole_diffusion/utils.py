@@ -58,3 +58,11 @@ def check_choice(config, model, key, choices):
 def check_divisible(config, model, key, divisor_key):
     if config[key] % config[divisor_key] != 0:
         raise _bad(model, key, config[key], f"must be divisible by {divisor_key}={config[divisor_key]}")
+
+
+def check_positive(config, model, *keys):
+    """A number > 0 (a temperature, a scale)."""
+    for key in keys:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise _bad(model, key, value, "must be a number > 0")

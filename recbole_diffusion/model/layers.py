@@ -187,3 +187,52 @@ class PositionalSequenceEncoder(nn.Module):
         x = self.input_dropout(seq_emb + self.position_embedding(positions)[None])
         # the blocks are pre-LN, so their residual stream leaves un-normalized: normalize it once at the end
         return self.output_layer_norm(self.encoder(x, item_seq, output_index))
+
+
+def left_pad(item_seq, item_seq_len):
+    """Right-padded ``item_seq`` [B, L] (RecBole's layout) -> the same sequences left-padded, the last real item
+    at position L-1 (the layout of DiffuRec's and DiQDiff's official code): [B, L]."""
+    L = item_seq.shape[1]
+    # row b is rotated right by L - len_b; its padding (positions len_b..L-1) wraps round to the front
+    index = (torch.arange(L, device=item_seq.device)[None] + item_seq_len[:, None]) % L
+    return item_seq.gather(1, index)
+
+
+class DiffuRecApproximator(nn.Module):
+    """DiffuRec's approximator, for the models built on it (DiQDiff). The history's item embeddings become
+    LN(Dropout(E[seq])) (:meth:`history`); x_t plus the step embedding d_t is weighted into every history
+    position, z_i = h_i + lambda_i (x_t + d_t); a :class:`TransformerEncoder` reads z and the output position
+    goes through Dropout and LayerNorm.
+
+    ``forward(history, item_seq, output_index, x_t, timesteps, weight)``: history [B, L, H], item_seq [B, L]
+    (> 0 where attendable), output_index [B], x_t [B, H], timesteps [B] (already scaled), weight lambda a
+    number or a tensor broadcasting to [B, L, H] -> x0_pred [B, H].
+    """
+
+    def __init__(self, n_layers, n_heads, hidden_size, inner_size, hidden_dropout_prob, attn_dropout_prob,
+                 emb_dropout, layer_norm_eps=1e-12, attention_mask="key_padding"):
+        super().__init__()
+        self.history_norm = nn.Sequential(nn.Dropout(emb_dropout), nn.LayerNorm(hidden_size, eps=layer_norm_eps))
+        self.step_embedding = TimestepMLP(hidden_size)
+        self.transformer = TransformerEncoder(n_layers, n_heads, hidden_size, inner_size, hidden_dropout_prob,
+                                              attn_dropout_prob, layer_norm_eps, attention_mask)
+        self.output_norm = nn.Sequential(nn.Dropout(hidden_dropout_prob), nn.LayerNorm(hidden_size, eps=layer_norm_eps))
+
+    def history(self, seq_emb):
+        """LN(Dropout(seq_emb)): [B, L, H] -> [B, L, H]."""
+        return self.history_norm(seq_emb)
+
+    def forward(self, history, item_seq, output_index, x_t, timesteps, weight):
+        x = x_t + self.step_embedding(timesteps)
+        z = history + weight * x.unsqueeze(1)  # z_i = h_i + lambda_i (x_t + d_t)
+        return self.output_norm(self.transformer(z, item_seq, output_index))
+
+
+TRANSFORMER_KEYS = ("n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob", "attn_dropout_prob",
+                    "layer_norm_eps")
+
+
+def transformer_kwargs(config):
+    """RecBole's Transformer keys, which are :class:`TransformerEncoder`'s argument names:
+    ``TransformerEncoder(**transformer_kwargs(config))``."""
+    return {key: config[key] for key in TRANSFORMER_KEYS}
