@@ -11,7 +11,6 @@ import sys
 from collections.abc import MutableMapping
 from logging import getLogger
 
-import torch
 import torch.distributed as dist
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 

@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from recbole_diffusion import load_data_and_model, objective_function, run_recbole_diffusion

@@ -168,25 +168,24 @@ class PositionalSequenceEncoder(nn.Module):
                                           attn_dropout_prob, layer_norm_eps, causal=causal)
         self.output_layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
 
-    @staticmethod
-    def check_config(config, model):
-        """One clear error for a bad RecBole Transformer key (``model`` names the model in the message)."""
-        check_positive_int(config, model, "inner_size", "n_layers", "n_heads")
-        check_divisible(config, model, "hidden_size", "n_heads")
-        check_probability(config, model, "hidden_dropout_prob", "attn_dropout_prob", inclusive_one=False)
-
     @classmethod
     def from_config(cls, config, max_seq_length, causal=False):
         """Built from RecBole's Transformer keys: n_layers, n_heads, hidden_size, inner_size,
         hidden_dropout_prob, attn_dropout_prob, layer_norm_eps."""
-        return cls(max_seq_length, config["n_layers"], config["n_heads"], config["hidden_size"], config["inner_size"],
-                   config["hidden_dropout_prob"], config["attn_dropout_prob"], config["layer_norm_eps"], causal=causal)
+        return cls(max_seq_length, **transformer_kwargs(config), causal=causal)
 
     def forward(self, seq_emb, item_seq, output_index=None):
         positions = torch.arange(seq_emb.shape[1], device=seq_emb.device)
         x = self.input_dropout(seq_emb + self.position_embedding(positions)[None])
         # the blocks are pre-LN, so their residual stream leaves un-normalized: normalize it once at the end
         return self.output_layer_norm(self.encoder(x, item_seq, output_index))
+
+
+def check_transformer_config(config, model):
+    """One clear error for a bad RecBole Transformer key (``model`` names the model in the message)."""
+    check_positive_int(config, model, "inner_size", "n_layers", "n_heads")
+    check_divisible(config, model, "hidden_size", "n_heads")
+    check_probability(config, model, "hidden_dropout_prob", "attn_dropout_prob", inclusive_one=False)
 
 
 def left_pad(item_seq, item_seq_len):

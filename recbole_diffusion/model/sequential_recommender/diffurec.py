@@ -27,8 +27,13 @@ import torch
 from torch import nn
 
 from recbole_diffusion.model.abstract_recommender import SequentialDiffusionRecommender
-from recbole_diffusion.model.layers import ATTENTION_MASKS, TimestepMLP, TransformerEncoder
-from recbole_diffusion.utils import check_choice, check_divisible, check_non_negative, check_positive_int, check_probability
+from recbole_diffusion.model.layers import (
+    ATTENTION_MASKS,
+    DiffuRecApproximator,
+    check_transformer_config,
+    transformer_kwargs,
+)
+from recbole_diffusion.utils import check_choice, check_non_negative, check_probability
 
 
 class DiffuRec(SequentialDiffusionRecommender):
@@ -41,64 +46,47 @@ class DiffuRec(SequentialDiffusionRecommender):
     def check_config(cls, config):
         super().check_config(config)
         name = cls.__name__
-        check_positive_int(config, name, "inner_size", "n_layers", "n_heads")
-        check_divisible(config, name, "hidden_size", "n_heads")
-        check_probability(config, name, "hidden_dropout_prob", "attn_dropout_prob", "emb_dropout",
-                          inclusive_one=False)
+        check_transformer_config(config, name)
+        check_probability(config, name, "emb_dropout", inclusive_one=False)
         check_non_negative(config, name, "lambda_uncertainty")
         check_choice(config, name, "attention_mask", list(ATTENTION_MASKS))
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
 
-        # load parameters info
-        self.inner_size = config["inner_size"]
-        self.n_layers = config["n_layers"]
-        self.n_heads = config["n_heads"]
-        self.hidden_dropout_prob = config["hidden_dropout_prob"]
-        self.attn_dropout_prob = config["attn_dropout_prob"]
+        # load parameters info (the Transformer's RecBole keys go to the approximator, see layers.transformer_kwargs)
         self.emb_dropout = config["emb_dropout"]
-        self.layer_norm_eps = config["layer_norm_eps"]
         self.position_embedding = config["position_embedding"]
         self.attention_mask = config["attention_mask"]
         self.lambda_uncertainty = config["lambda_uncertainty"]
 
-        # define layers and loss (item_embedding: N(0, 1) init, as the official code, from the base class)
+        # define layers (item_embedding: N(0, 1) init as the official code, from the base class)
         self.position_embeddings = (
             nn.Embedding(self.max_seq_length, self.hidden_size) if self.position_embedding else None
         )
-        self.input_dropout = nn.Dropout(self.emb_dropout)
-        self.input_layer_norm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
-        self.time_embedding = TimestepMLP(self.hidden_size)
-        self.encoder = TransformerEncoder(
-            self.n_layers, self.n_heads, self.hidden_size, self.inner_size, self.hidden_dropout_prob,
-            self.attn_dropout_prob, self.layer_norm_eps, self.attention_mask,
+        self.approximator = DiffuRecApproximator(
+            **transformer_kwargs(config), emb_dropout=self.emb_dropout, attention_mask=self.attention_mask
         )
-        self.output_dropout = nn.Dropout(self.hidden_dropout_prob)
-        self.output_layer_norm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
         self.loss_fct = nn.CrossEntropyLoss(reduction="none")
         self.trim_batches = self.attention_mask == "key_padding"
 
     def encode_history(self, item_seq):
-        """LN(Dropout(E[seq])) (+ position embedding): [B, L] -> [B, L, H], computed once per reverse chain."""
+        """LN(Dropout(E[seq] (+ position embedding))): [B, L] -> [B, L, H], computed once per reverse chain."""
         seq_emb = self.item_embedding(item_seq)
         if self.position_embeddings is not None:
             positions = torch.arange(item_seq.shape[1], device=item_seq.device)
             seq_emb = seq_emb + self.position_embeddings(positions)[None]
-        return self.input_layer_norm(self.input_dropout(seq_emb))
+        return self.approximator.history(seq_emb)
 
-    def forward(self, item_seq, item_seq_len, seq_emb, x_t, t):
+    def forward(self, item_seq, item_seq_len, history, x_t, t):
         """The approximator f(x_t, t, history) -> x0_pred [B, H].
 
-        item_seq [B, L] (for masks), item_seq_len [B], seq_emb [B, L, H] from :meth:`encode_history`,
+        item_seq [B, L] (for masks), item_seq_len [B], history [B, L, H] from :meth:`encode_history`,
         x_t [B, H] the noised target, t [B] raw timesteps.
         """
-        x = x_t + self.time_embedding(self.diffusion.scale_timesteps(t))
         # lambda ~ N(delta, delta), drawn per element: the uncertainty injected into each history item
-        lam = self.lambda_uncertainty + self.lambda_uncertainty * torch.randn_like(seq_emb)
-        z = seq_emb + lam * x.unsqueeze(1)  # z_i = e_i + lambda_i * (x_t + d_t)
-        hidden = self.encoder(z, item_seq, item_seq_len - 1)
-        return self.output_layer_norm(self.output_dropout(hidden))
+        lam = self.lambda_uncertainty + self.lambda_uncertainty * torch.randn_like(history)
+        return self.approximator(history, item_seq, item_seq_len - 1, x_t, self.diffusion.scale_timesteps(t), lam)
 
     def calculate_loss(self, interaction):
         target = interaction[self.POS_ITEM_ID]
@@ -113,8 +101,8 @@ class DiffuRec(SequentialDiffusionRecommender):
 
     def generate(self, interaction):
         def reverse_chain(rows, item_seq, item_seq_len):
-            seq_emb = self.encode_history(item_seq)
-            return self.reverse(lambda x_t, t: self.forward(item_seq, item_seq_len, seq_emb, x_t, t),
+            history = self.encode_history(item_seq)
+            return self.reverse(lambda x_t, t: self.forward(item_seq, item_seq_len, history, x_t, t),
                                 item_seq.shape[0], item_seq.device)
 
         return self.map_length_buckets(interaction, reverse_chain)

@@ -55,14 +55,12 @@ from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, get_beta_schedule
 from recbole_diffusion.model.abstract_recommender import SequentialDiffusionRecommender
-from recbole_diffusion.model.layers import TimestepMLP, TransformerEncoder, transformer_kwargs
+from recbole_diffusion.model.layers import TimestepMLP, TransformerEncoder, check_transformer_config, transformer_kwargs
 from recbole_diffusion.utils import (
     check_choice,
-    check_divisible,
     check_non_negative,
     check_positive,
     check_positive_int,
-    check_probability,
 )
 
 GEM_TYPES = ("rule", "model")
@@ -107,9 +105,8 @@ class DimeRec(SequentialDiffusionRecommender):
     def check_config(cls, config):
         super().check_config(config)
         name = cls.__name__
-        check_positive_int(config, name, "inner_size", "n_layers", "n_heads", "num_interests", "num_negatives")
-        check_divisible(config, name, "hidden_size", "n_heads")
-        check_probability(config, name, "hidden_dropout_prob", "attn_dropout_prob", inclusive_one=False)
+        check_transformer_config(config, name)
+        check_positive_int(config, name, "num_interests", "num_negatives")
         check_choice(config, name, "gem_type", list(GEM_TYPES))
         check_non_negative(config, name, "lambda_recon", "mu_ssm")
         check_positive(config, name, "temperature")

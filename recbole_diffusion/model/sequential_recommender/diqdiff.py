@@ -45,10 +45,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_diffusion.model.abstract_recommender import SequentialDiffusionRecommender
-from recbole_diffusion.model.layers import ATTENTION_MASKS, DiffuRecApproximator, left_pad, transformer_kwargs
+from recbole_diffusion.model.layers import (
+    ATTENTION_MASKS,
+    DiffuRecApproximator,
+    check_transformer_config,
+    left_pad,
+    transformer_kwargs,
+)
 from recbole_diffusion.utils import (
     check_choice,
-    check_divisible,
     check_non_negative,
     check_positive,
     check_positive_int,
@@ -66,10 +71,9 @@ class DiQDiff(SequentialDiffusionRecommender):
     def check_config(cls, config):
         super().check_config(config)
         name = cls.__name__
-        check_positive_int(config, name, "inner_size", "n_layers", "n_heads", "codebook_size")
-        check_divisible(config, name, "hidden_size", "n_heads")
-        check_probability(config, name, "hidden_dropout_prob", "attn_dropout_prob", "emb_dropout",
-                          inclusive_one=False)
+        check_transformer_config(config, name)
+        check_positive_int(config, name, "codebook_size")
+        check_probability(config, name, "emb_dropout", inclusive_one=False)
         check_non_negative(config, name, "lambda_history", "lambda_intent", "lambda_xt", "lambda_contra")
         check_positive(config, name, "gumbel_temperature", "contra_temperature")
         check_choice(config, name, "attention_mask", list(ATTENTION_MASKS))

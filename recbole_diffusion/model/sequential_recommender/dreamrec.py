@@ -36,7 +36,7 @@ from torch import nn
 
 from recbole_diffusion.diffusion import classifier_free_guidance, drop_condition
 from recbole_diffusion.model.abstract_recommender import SequentialDiffusionRecommender
-from recbole_diffusion.model.layers import PositionalSequenceEncoder, TimestepMLP
+from recbole_diffusion.model.layers import PositionalSequenceEncoder, TimestepMLP, check_transformer_config
 from recbole_diffusion.utils import check_choice, check_non_negative, check_probability
 
 DIFFUSER_TYPES = ("mlp1", "mlp2")
@@ -52,7 +52,7 @@ class DreamRec(SequentialDiffusionRecommender):
     def check_config(cls, config):
         super().check_config(config)
         name = cls.__name__
-        PositionalSequenceEncoder.check_config(config, name)
+        check_transformer_config(config, name)
         check_non_negative(config, name, "guidance_weight", "beta_min", "beta_max")
         check_probability(config, name, "p_uncond")
         check_choice(config, name, "diffuser_type", list(DIFFUSER_TYPES))

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_diffusion.model.abstract_recommender import SequentialDiffusionRecommender
-from recbole_diffusion.model.layers import PositionalSequenceEncoder, TimestepMLP
+from recbole_diffusion.model.layers import PositionalSequenceEncoder, TimestepMLP, check_transformer_config
 from recbole_diffusion.utils import check_choice, check_non_negative, check_positive_int
 
 ROUNDING_INPUTS = ("prediction", "embedding")
@@ -68,7 +68,7 @@ class SeqDiffRec(SequentialDiffusionRecommender):
     def check_config(cls, config):
         super().check_config(config)
         name = cls.__name__
-        PositionalSequenceEncoder.check_config(config, name)
+        check_transformer_config(config, name)
         check_positive_int(config, name, "inference_samples")
         check_non_negative(config, name, "rec_loss_weight")
         check_choice(config, name, "rounding_input", list(ROUNDING_INPUTS))
