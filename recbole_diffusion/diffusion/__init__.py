@@ -3,6 +3,7 @@
 from recbole_diffusion.diffusion.gaussian import GaussianDiffusion, extract
 from recbole_diffusion.diffusion.guidance import classifier_free_guidance, drop_condition
 from recbole_diffusion.diffusion.schedules import SCHEDULES, get_beta_schedule
+from recbole_diffusion.diffusion.spherical import SphericalDiffusion
 from recbole_diffusion.diffusion.timesteps import (
     LossSecondMomentSampler,
     UniformSampler,
@@ -12,6 +13,7 @@ from recbole_diffusion.diffusion.timesteps import (
 
 __all__ = [
     "GaussianDiffusion",
+    "SphericalDiffusion",
     "extract",
     "classifier_free_guidance",
     "drop_condition",

@@ -57,16 +57,19 @@ class SequentialDiffusionRecommender(SequentialRecommender):
         self.sampler = config["sampler"]
         self.sampling_steps = config["sampling_steps"]
         self.ddim_eta = config["ddim_eta"]
-        self.diffusion = GaussianDiffusion.from_config(
-            self.noise_schedule, self.diffusion_steps, prediction_type=self.prediction_type,
-            variance_type=self.variance_type, rescale_timesteps=self.rescale_timesteps,
-            schedule_kwargs=self.schedule_kwargs(config),
+        self.diffusion = self.build_diffusion(
+            config, prediction_type=self.prediction_type, variance_type=self.variance_type,
+            rescale_timesteps=self.rescale_timesteps, schedule_kwargs=self.schedule_kwargs(config),
         )
         self.timestep_sampler = create_timestep_sampler(self.schedule_sampler, self.diffusion_steps)
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size)
         self.length_buckets = config["length_buckets"] or 1
         # Cutting padding off a batch is exact when padding keys are masked; a model may turn it off.
         self.trim_batches = True
+
+    def build_diffusion(self, config, **kwargs):
+        """The diffusion process of the model: the shared Gaussian one; a model may return a subclass."""
+        return GaussianDiffusion.from_config(self.noise_schedule, self.diffusion_steps, **kwargs)
 
     def schedule_kwargs(self, config):
         """Extra schedule parameters (e.g. DreamRec's beta_start/beta_end); none by default."""

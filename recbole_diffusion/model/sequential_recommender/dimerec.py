@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, get_beta_schedule
+from recbole_diffusion.diffusion import SphericalDiffusion
 from recbole_diffusion.model.abstract_recommender import SequentialDiffusionRecommender
 from recbole_diffusion.model.layers import TimestepMLP, TransformerEncoder, check_transformer_config, transformer_kwargs
 from recbole_diffusion.utils import (
@@ -64,35 +64,6 @@ from recbole_diffusion.utils import (
 )
 
 GEM_TYPES = ("rule", "model")
-
-
-class SphericalDiffusion(GaussianDiffusion):
-    r"""The shared Gaussian diffusion with every point it produces projected onto the unit hypersphere.
-
-    x_t = L2Norm(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps) in training (Algorithm 1, line 10), each reverse step
-    L2Norm(x_{t-1}) (Algorithm 2, line 6), x_T = L2Norm(x_T). Between projections DDPM's and DDIM's equations are
-    used unchanged: small isotropic steps on the sphere are close to Gaussian in its tangent space. ``noise_std``
-    is the standard deviation of eps per coordinate.
-    """
-
-    def __init__(self, betas, noise_std, **kwargs):
-        super().__init__(betas, **kwargs)
-        self.noise_std = noise_std
-
-    def _noise(self, x, noise):
-        return self.noise_std * torch.randn_like(x) if noise is None else noise
-
-    def q_sample(self, x0, t, noise=None):
-        return F.normalize(super().q_sample(x0, t, self._noise(x0, noise)), dim=-1)
-
-    def ancestral_step(self, model_output, x_t, t, noise=None):
-        return F.normalize(super().ancestral_step(model_output, x_t, t, self._noise(x_t, noise)), dim=-1)
-
-    def ddim_step(self, model_output, x_t, t, t_prev, eta=0.0, noise=None):
-        return F.normalize(super().ddim_step(model_output, x_t, t, t_prev, eta, self._noise(x_t, noise)), dim=-1)
-
-    def sample(self, denoise_fn, x_T, **kwargs):
-        return super().sample(denoise_fn, F.normalize(x_T, dim=-1), **kwargs)
 
 
 class DimeRec(SequentialDiffusionRecommender):
@@ -124,12 +95,6 @@ class DimeRec(SequentialDiffusionRecommender):
         self.mu_ssm = config["mu_ssm"]
 
         # define layers and loss
-        # the base's schedule, with every point projected onto the sphere; eps of unit expected norm
-        self.diffusion = SphericalDiffusion(
-            get_beta_schedule(self.noise_schedule, self.diffusion_steps, **self.schedule_kwargs(config)),
-            self.hidden_size**-0.5, prediction_type=self.prediction_type, variance_type=self.variance_type,
-            rescale_timesteps=self.rescale_timesteps,
-        )
         # GEM: P (by recency), and for the model-based variant A's two-layer tanh MLP W_2 tanh(W_1 .)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         self.interest_attention = (
@@ -141,6 +106,11 @@ class DimeRec(SequentialDiffusionRecommender):
         self.x_t_projection = nn.Linear(self.hidden_size, self.hidden_size)
         self.step_embedding = TimestepMLP(self.hidden_size)
         self.denoiser = TransformerEncoder(**transformer_kwargs(config))
+
+    def build_diffusion(self, config, **kwargs):
+        # the shared diffusion with every point projected onto the sphere; eps of unit expected norm
+        return SphericalDiffusion.from_config(self.noise_schedule, self.diffusion_steps,
+                                              noise_std=self.hidden_size**-0.5, **kwargs)
 
     def extract_guidance(self, item_seq, item_seq_len):
         """GEM: item_seq [B, L], item_seq_len [B] -> (guidance g^u [B, K, H], real [B, K] bool)."""
