@@ -9,6 +9,9 @@ Config files, ``config_dict`` and ``--key=value`` on the command line override a
 import os
 
 from recbole.config import Config as RecBoleConfig
+from recbole.config import configurator
+
+recbole_config_file = configurator.__file__
 from recbole.utils import ModelType
 
 from recbole_diffusion.registry import get_model
@@ -61,4 +64,10 @@ class Config(RecBoleConfig):
                 loaded = self._update_internal_config_dict(file) or {}
                 if file == dataset_file:
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+        recbole_dataset_file = os.path.join(os.path.dirname(recbole_config_file), "..", "properties", "dataset",
+                                            f"{dataset}.yaml")
+        if not os.path.isfile(dataset_file) and not os.path.isfile(recbole_dataset_file):
+            # A dataset nobody describes: RecBole's sample.yaml would load only user_id and item_id, so a
+            # sequential model fails for want of the timestamp. Load every column of the atomic files instead.
+            self.internal_config_dict["load_col"] = None
         self.internal_config_dict["MODEL_TYPE"] = model_class.type

@@ -118,3 +118,13 @@ def test_wheel_ships_the_properties(tmp_path):
                      "recbole_diffusion/properties/quick_start_config/sequential.yaml",
                      "recbole_diffusion/model/sequential_recommender/diffurec.py", "run_recbole_diffusion.py"):
         assert required in names, required
+
+
+def test_undescribed_dataset_loads_every_column(toy_config):
+    """RecBole would load only user_id and item_id for a dataset without yaml, and sequential models would fail."""
+    from recbole_diffusion.config import Config
+
+    config = Config(model="DiffuRec", config_dict={k: v for k, v in toy_config.items() if k != "load_col"})
+    assert config["load_col"] is None
+    assert Config(model="DiffuRec", dataset="ml-100k", config_dict={"state": "ERROR"})["load_col"]["inter"] == [
+        "user_id", "item_id", "rating", "timestamp"]
