@@ -12,6 +12,8 @@ import time
 
 import torch
 
+from recbole_diffusion.compare import count_parameters, record_epoch_times, timed_evaluate
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_DATA = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "datasets"))
 
@@ -49,17 +51,15 @@ def timed_run(model, dataset, epochs, config_dict, evaluate=True):
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     _, train_data, _, test_data, net, trainer = build(config)
-    epoch_seconds = []
+    epoch_seconds = record_epoch_times(trainer)
     for epoch in range(epochs):
-        start = time.perf_counter()
         trainer._train_epoch(train_data, epoch, show_progress=False)
-        epoch_seconds.append(time.perf_counter() - start)
     out = {
         "model": model,
         "dataset": dataset,
         "sec_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
         "train_samples": len(train_data.dataset),
-        "params": sum(p.numel() for p in net.parameters()),
+        "params": count_parameters(net),
         "trainer": trainer,
         "train_data": train_data,
         "test_data": test_data,
@@ -72,11 +72,8 @@ def timed_run(model, dataset, epochs, config_dict, evaluate=True):
 
 def evaluate_timed(trainer, test_data):
     """Full-ranking test metrics and inference milliseconds per user."""
-    users = len(test_data.dataset)
-    start = time.perf_counter()
-    result = trainer.evaluate(test_data, load_best_model=False)
-    seconds = time.perf_counter() - start
-    return {"test": dict(result), "infer_ms_per_user": 1000 * seconds / users}
+    result, ms_per_user = timed_evaluate(trainer, test_data)
+    return {"test": dict(result), "infer_ms_per_user": ms_per_user}
 
 
 def write_result(name, lines):

@@ -1,4 +1,5 @@
-"""The command line: ``run_recbole_diffusion.py --model=DiffuRec --dataset=ml-100k [--key=value ...]``.
+"""The command line: ``run_recbole_diffusion.py --model=DiffuRec --dataset=ml-100k [--key=value ...]``, or
+``--compare=DiffuRec,SASRec --seeds=3 ...`` for a side-by-side comparison (see ``recbole_diffusion/compare.py``).
 
 Arguments it does not know (``--hidden_size=64``) are read by RecBole's Config from the command line, as in
 RecBole's ``run_recbole.py``.
@@ -24,6 +25,17 @@ def parse_args(argv=None):
     parser.add_argument("--ip", type=str, default="localhost", help="address of the rank-0 node")
     parser.add_argument("--port", type=str, default="5678", help="port of the rank-0 node")
     parser.add_argument("--group_offset", type=int, default=0, help="rank offset of this node")
+    # Comparison flags: read as text and checked by compare.py, so that a bad value is one error line.
+    parser.add_argument("--compare", type=str, default=None,
+                        help="comma-separated models to train and test side by side instead of --model")
+    parser.add_argument("--seeds", type=str, default="3", help="with --compare: seeds per model (default 3)")
+    parser.add_argument("--budget_epochs", type=str, default=None, help="with --compare: epochs for every model")
+    parser.add_argument("--model_config", type=str, default=None,
+                        help="with --compare: per-model yaml, e.g. DiffuRec:best.yaml,SASRec:sas.yaml")
+    parser.add_argument("--output_dir", type=str, default=None,
+                        help="with --compare: folder of the report (default compare_<dataset>)")
+    parser.add_argument("--keep_checkpoints", type=str, default="False",
+                        help="with --compare: True keeps each run's best model under <output_dir>/checkpoints")
     args, _ = parser.parse_known_args(argv)
     return args
 
@@ -38,9 +50,32 @@ def format_results(result):
     return "\n".join(rows)
 
 
+def run_comparison(args, config_files):
+    """``--compare``: every model with every seed on one dataset; prints the table and where the files are."""
+    from recbole_diffusion import compare
+
+    if args.nproc != 1 or args.world_size > 0:
+        raise RecBoleDiffusionError("--compare runs one process; leave out --nproc/--world_size.")
+    result = compare.compare(
+        compare.parse_model_list(args.compare), args.dataset,
+        seeds=compare.parse_positive_int("seeds", args.seeds),
+        config_file_list=config_files,
+        model_config_files=compare.parse_model_configs(args.model_config),
+        budget_epochs=None if args.budget_epochs is None else compare.parse_positive_int(
+            "budget_epochs", args.budget_epochs),
+        output_dir=args.output_dir,
+        keep_checkpoints=compare.parse_bool("keep_checkpoints", args.keep_checkpoints),
+    )
+    with open(result["files"]["comparison.md"], encoding="utf-8") as f:
+        print("\n" + f.read())
+    return result
+
+
 def main(argv=None):
     args = parse_args(argv)
     config_files = [os.path.abspath(f) for f in args.config_files.strip().split(" ")] if args.config_files else None
+    if args.compare is not None:
+        return run_comparison(args, config_files)
     from recbole_diffusion.quick_start import run
 
     result = run(args.model, args.dataset, config_file_list=config_files, nproc=args.nproc,

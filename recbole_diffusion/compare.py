@@ -1,0 +1,674 @@
+"""Side-by-side comparison: several models, several seeds, one prepared dataset, one table and one plot.
+
+    python run_recbole_diffusion.py --compare=DiffuRec,DreamRec,SASRec,BERT4Rec --dataset=beauty --seeds=3 \
+        [--config_files="a.yaml b.yaml"] [--model_config=DiffuRec:best.yaml,SASRec:sas.yaml] \
+        [--budget_epochs=N] [--output_dir=DIR] [--key=value ...]
+
+Every (model, seed) run is RecBole's own training and full-ranking evaluation (``Trainer.fit`` with early
+stopping and best-epoch selection on ``valid_metric``, then ``Trainer.evaluate`` on the test split), and writes
+into ``output_dir``:
+
+* ``runs.jsonl``: one line per finished run holding every number it produced, appended as soon as the run ends;
+* ``comparison.md`` and ``comparison.csv``: per model, mean and standard deviation over seeds of every test
+  metric, training seconds per epoch, inference milliseconds per user and parameter count, plus a paired
+  t-test of the best diffusion model against the best baseline; rewritten after each run (a partial table);
+* ``comparison.png``: the same numbers as bars with standard-deviation error bars.
+
+Design choices, and why:
+
+* **One dataset.** RecBole's ``Dataset`` object (loading, filtering, id remapping) depends only on dataset-level
+  settings, not on the model: :func:`dataset_settings` collects them (RecBole's own ``dataset_arguments``, which
+  its ``create_dataset`` compares before reusing a saved dataset, plus the few other keys ``Dataset`` reads, and
+  the dataset class). Runs with equal settings share one dataset, created once; a model whose settings differ
+  (say its own ``MAX_ITEM_LIST_LENGTH``) gets its own, and the progress output names the keys that differ.
+  ``Dataset.build()`` (sequence augmentation, ordering, splitting) rewrites the object it is called on, so each
+  run builds from a deep copy of the shared, never-built dataset: the expensive part is done once, and every
+  run gets exactly what a fresh ``create_dataset`` would give it.
+* **Model selection without files.** ``fit(saved=True)`` asks the trainer to save a checkpoint exactly when the
+  validation metric improves; here that call keeps a copy of the weights in memory instead, and the test is
+  run on that copy. Nothing is written to disk unless ``keep_checkpoints`` asks for it (then the trainer's own
+  safe checkpoints also go to ``output_dir/checkpoints``).
+* **Timing.** Training seconds per epoch: ``time.perf_counter`` around each call of RecBole's
+  ``trainer._train_epoch`` (training only: no validation, no logging), CUDA synchronised at both ends, mean
+  over the epochs trained. Inference milliseconds per user: wall time of the full-ranking test evaluation
+  (scoring every item, ranking, metrics) divided by the number of test users.
+* **Seeds.** Run ``i`` of every model uses ``seed = base + i`` with ``reproducibility = True``; ``base`` is
+  the seed of the shared settings (command line, ``--config_files``, ``config_dict``; RecBole's default 2020).
+  ``epochs`` is set to ``budget_epochs`` for every model when given (an equal budget).
+* **Resume.** A run is identified by (model, seed, settings), where settings is a hash of the run's whole
+  resolved configuration minus display-only keys. A run already in ``runs.jsonl`` with the same identity is
+  not trained again; a changed hyperparameter, yaml file, dataset path or device makes a new identity.
+* **Settings of each model.** RecBole's layers, lowest first: its defaults and ours, the model's own yaml,
+  ``config_file_list`` (``--config_files``), the model's file from ``model_config_files`` (``--model_config``,
+  e.g. the best yaml of a Ray Tune sweep), ``config_dict``, the command line. Overrides given on the command
+  line thus apply to every model and beat every yaml file; settings tuned per model belong in its yaml.
+* **Diffusion or baseline.** A model from recbole_diffusion's own model packages (the registry) is a
+  diffusion model; anything else (RecBole's) is a baseline.
+"""
+
+import copy
+import csv
+import datetime
+import hashlib
+import io
+import json
+import os
+import statistics
+import time
+
+import torch
+from recbole.utils import init_logger, init_seed
+from recbole.utils.argument_list import dataset_arguments
+
+from recbole_diffusion.config import Config
+from recbole_diffusion.data import check_dataset_exists, create_dataset
+from recbole_diffusion.quick_start import _check_model_config, build
+from recbole_diffusion.registry import get_model, our_model_names
+from recbole_diffusion.utils import RecBoleDiffusionError, did_you_mean
+
+# Keys that change how a run is shown or stored, not what it computes: left out of a run's identity.
+# The first group are the comparison's own command-line flags, which RecBole's Config also reads from argv.
+_NOT_SETTINGS = {
+    "compare", "seeds", "budget_epochs", "model_config", "output_dir", "keep_checkpoints", "config_files",
+    "state", "show_progress", "checkpoint_dir", "log_wandb", "wandb_project",
+    "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",
+}
+# What RecBole's Dataset reads from its config besides ``dataset_arguments`` (grep of dataset.py 1.2.1).
+_DATASET_KEYS = tuple(dataset_arguments) + (
+    "dataset", "data_path", "encoding", "numerical_features", "discretization", "eval_args",
+)
+SIGNIFICANCE_LEVEL = 0.05
+
+
+def _say(message):
+    print(message, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command-line values
+# ----------------------------------------------------------------------------------------------------------
+def parse_positive_int(flag, value):
+    """``value`` (int or text) as an int >= 1, or one clear error naming ``flag``."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise RecBoleDiffusionError(f"--{flag} must be a whole number >= 1, got {value!r}.") from None
+    if number < 1 or str(number) != str(value).strip():
+        raise RecBoleDiffusionError(f"--{flag} must be a whole number >= 1, got {value!r}.")
+    return number
+
+
+def parse_model_list(text):
+    """``"DiffuRec,SASRec"`` -> ``["DiffuRec", "SASRec"]`` (spaces around names are dropped)."""
+    return [name.strip() for name in str(text).split(",") if name.strip()]
+
+
+def parse_model_configs(text):
+    """``"DiffuRec:best.yaml,SASRec:sas.yaml"`` -> ``{"DiffuRec": "best.yaml", "SASRec": "sas.yaml"}``."""
+    configs = {}
+    for item in parse_model_list(text or ""):
+        model, sep, path = item.partition(":")
+        if not sep or not model.strip() or not path.strip():
+            raise RecBoleDiffusionError(
+                f"--model_config entry {item!r} is not Model:path.yaml; write e.g. "
+                f"--model_config=DiffuRec:best_diffurec.yaml,SASRec:best_sasrec.yaml."
+            )
+        if model.strip() in configs:
+            raise RecBoleDiffusionError(f"--model_config names {model.strip()} twice; give one file per model.")
+        configs[model.strip()] = path.strip()
+    return configs
+
+
+def parse_bool(flag, value):
+    """True/False as RecBole writes them on the command line; anything else is an error, never a silent False."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false"):
+        raise RecBoleDiffusionError(f"--{flag} must be True or False, got {value!r}.")
+    return text == "true"
+
+
+def check_inputs(models, seeds, model_config_files, config_file_list, budget_epochs):
+    """Raise one RecBoleDiffusionError line for the first input error that can be seen without data."""
+    if not models:
+        raise RecBoleDiffusionError("--compare names no model; write e.g. --compare=DiffuRec,SASRec.")
+    for model in models:
+        if models.count(model) > 1:
+            raise RecBoleDiffusionError(
+                f"Model '{model}' is listed twice in --compare={','.join(models)}; list each model once."
+            )
+    for model in models:
+        get_model(model)  # an unknown name: the registry's error, with did-you-mean and the available models
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise RecBoleDiffusionError(f"--seeds must be a whole number >= 1, got {seeds!r}.")
+    if budget_epochs is not None and (isinstance(budget_epochs, bool) or not isinstance(budget_epochs, int)
+                                      or budget_epochs < 1):
+        raise RecBoleDiffusionError(f"--budget_epochs must be a whole number >= 1, got {budget_epochs!r}.")
+    for model, path in model_config_files.items():
+        if model not in models:
+            raise RecBoleDiffusionError(
+                f"--model_config gives a file for '{model}', which is not in --compare={','.join(models)}."
+                + did_you_mean(model, models)
+            )
+        if not os.path.isfile(path):
+            raise RecBoleDiffusionError(f"Config file '{path}' for {model} (--model_config) does not exist.")
+    for path in config_file_list:
+        if not os.path.isfile(path):
+            raise RecBoleDiffusionError(f"Config file '{path}' (--config_files) does not exist.")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measurements (also used by benchmarks/common.py)
+# ----------------------------------------------------------------------------------------------------------
+def count_parameters(model):
+    """Number of scalars in the model's parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _synchronize(device):
+    # CUDA kernels run asynchronously: without this a timer would stop before the GPU is done.
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def record_epoch_times(trainer, on_epoch=None):
+    """Time every call of ``trainer._train_epoch`` from now on.
+
+    Returns the list that each epoch's seconds are appended to. ``on_epoch(epoch_idx, seconds, loss)`` is
+    called after each epoch, outside the timed span.
+    """
+    seconds = []
+    train_epoch = trainer._train_epoch
+
+    def timed_train_epoch(train_data, epoch_idx, *args, **kwargs):
+        _synchronize(trainer.device)
+        start = time.perf_counter()
+        loss = train_epoch(train_data, epoch_idx, *args, **kwargs)
+        _synchronize(trainer.device)
+        seconds.append(time.perf_counter() - start)
+        if on_epoch is not None:
+            on_epoch(epoch_idx, seconds[-1], loss)
+        return loss
+
+    trainer._train_epoch = timed_train_epoch
+    return seconds
+
+
+def timed_evaluate(trainer, eval_data):
+    """Evaluate the trainer's current model on ``eval_data`` (full ranking).
+
+    Returns ``(result, ms_per_user)``: RecBole's metric dict, and the evaluation's wall time in milliseconds
+    divided by the number of users evaluated.
+    """
+    _synchronize(trainer.device)
+    start = time.perf_counter()
+    result = trainer.evaluate(eval_data, load_best_model=False)
+    _synchronize(trainer.device)
+    return result, 1000 * (time.perf_counter() - start) / eval_data.sample_size
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Identities: of a run (for resuming) and of a dataset (for sharing)
+# ----------------------------------------------------------------------------------------------------------
+def _canonical(value):
+    """``value`` as JSON-able plain data with a stable text for anything else (enums, devices)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    return str(value)
+
+
+def settings_key(config):
+    """Short hash of a run's resolved configuration (seed included), display-only keys left out."""
+    settings = {k: _canonical(v) for k, v in config.final_config_dict.items() if k not in _NOT_SETTINGS}
+    settings["data_path"] = os.path.abspath(str(config["data_path"]))
+    text = json.dumps(settings, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def dataset_settings(config):
+    """The settings that RecBole's ``create_dataset`` builds a dataset from: dataset class and dataset keys."""
+    import recbole.data.dataset as recbole_datasets
+
+    # create_dataset picks <Model>Dataset when RecBole defines one, else a class per model type.
+    special = f"{config['model']}Dataset"
+    settings = {"class": special if hasattr(recbole_datasets, special) else config["MODEL_TYPE"].name}
+    settings.update({key: _canonical(config[key]) for key in _DATASET_KEYS})
+    settings["data_path"] = os.path.abspath(str(config["data_path"]))
+    return settings
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One run
+# ----------------------------------------------------------------------------------------------------------
+def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say):
+    """Train ``config['model']`` with RecBole's ``fit`` and test its best-validation epoch.
+
+    Args:
+        config (Config): the run's configuration (seed, epochs already set).
+        dataset (Dataset): a never-built dataset of this configuration's dataset settings; it is consumed.
+        label (str): prefix of the epoch progress lines.
+        keep_checkpoints (bool): also write the trainer's checkpoint files (else the best weights stay in memory).
+
+    Returns:
+        dict: every number of the run (see :func:`compare`).
+    """
+    init_seed(config["seed"], config["reproducibility"])
+    _, train_data, valid_data, test_data, model, trainer = build(config, dataset=dataset)
+    best = {}
+    save_checkpoint = trainer._save_checkpoint
+
+    def keep_best(epoch, verbose=True, **kwargs):
+        # fit(saved=True) calls this exactly when the validation metric improves (RecBole's selection).
+        best["epoch"] = epoch
+        best["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        best["other"] = copy.deepcopy(model.other_parameter())
+        if keep_checkpoints:
+            save_checkpoint(epoch, verbose=verbose, **kwargs)
+
+    trainer._save_checkpoint = keep_best
+    last = {}
+
+    def on_epoch(epoch_idx, seconds, loss):
+        loss = sum(loss) if isinstance(loss, tuple) else loss
+        last.update(text=f"{label} epoch {epoch_idx + 1}/{config['epochs']}: train {seconds:.2f} s, loss {loss:.4f}")
+        if trainer.eval_step <= 0 or (epoch_idx + 1) % trainer.eval_step:
+            say(last["text"])  # no validation follows this epoch: nothing to add to the line
+
+    def on_valid(epoch_idx, valid_score):
+        mark = " (best so far)" if best.get("epoch") == epoch_idx else ""
+        say(f"{last['text']}, valid {config['valid_metric'].lower()} {valid_score:.4f}{mark}")
+
+    epoch_seconds = record_epoch_times(trainer, on_epoch)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, verbose=True, saved=True, show_progress=config["show_progress"],
+        callback_fn=on_valid,
+    )
+    if best:
+        model.load_state_dict(best["state"])
+        model.load_other_parameter(best["other"])
+    test_result, ms_per_user = timed_evaluate(trainer, test_data)
+    record = {
+        "valid_metric": config["valid_metric"].lower(),
+        "best_valid_score": float(best_valid_score),
+        "best_epoch": best["epoch"] + 1 if best.get("epoch", -1) >= 0 else None,
+        "epochs_trained": len(epoch_seconds),
+        "valid": {k: float(v) for k, v in (best_valid_result or {}).items()},
+        "test": {k: float(v) for k, v in test_result.items()},
+        "sec_per_epoch": statistics.mean(epoch_seconds) if epoch_seconds else None,
+        "epoch_seconds": epoch_seconds,
+        "infer_ms_per_user": ms_per_user,
+        "test_users": int(test_data.sample_size),
+        "params": count_parameters(model),
+        "device": str(config["device"]) + (
+            f" ({torch.cuda.get_device_name(config['device'])})" if config["device"].type == "cuda" else ""),
+    }
+    if keep_checkpoints:
+        record["model_file"] = trainer.saved_model_file
+    return record
+
+
+# ----------------------------------------------------------------------------------------------------------
+# runs.jsonl
+# ----------------------------------------------------------------------------------------------------------
+def load_runs(path, say=_say):
+    """Finished runs from ``runs.jsonl``; a line cut short by an interruption is skipped with a warning."""
+    runs = []
+    if not os.path.isfile(path):
+        return runs
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                runs.append(json.loads(line))
+            except json.JSONDecodeError:
+                say(f"warning: {path} line {number} is not a complete record (interrupted write?); ignored")
+    return runs
+
+
+def _append_run(path, record):
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())  # a finished run must survive a crash right after it
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Summary, significance, report files
+# ----------------------------------------------------------------------------------------------------------
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def summarize(runs, models):
+    """Per model (in ``models`` order, those with at least one run): mean and std over its runs.
+
+    Returns a list of dicts: ``model``, ``kind``, ``seeds`` (list), ``values`` {column: (mean, std)}.
+    Metric columns are the test metrics in RecBole's order; then ``sec_per_epoch``, ``epochs_trained``,
+    ``infer_ms_per_user``, ``params``.
+    """
+    metrics = list(dict.fromkeys(k for run in runs for k in run["test"]))
+    rows = []
+    for model in models:
+        mine = [run for run in runs if run["model"] == model]
+        if not mine:
+            continue
+        values = {m: _mean_std([run["test"].get(m) for run in mine]) for m in metrics}
+        for key in ("sec_per_epoch", "epochs_trained", "infer_ms_per_user", "params"):
+            values[key] = _mean_std([run[key] for run in mine])
+        rows.append({"model": model, "kind": mine[0]["kind"], "seeds": sorted(run["seed"] for run in mine),
+                     "values": values, "best_valid_score": statistics.mean(r["best_valid_score"] for r in mine)})
+    return rows, metrics
+
+
+def paired_test(rows, runs):
+    """Paired t-test, over the seeds both ran, of the best diffusion model against the best baseline.
+
+    "Best" is the highest mean validation score (model selection never looks at the test split); the test
+    compares their per-seed test values of the validation metric (scipy.stats.ttest_rel, two-sided).
+    Returns a dict with ``text`` (one paragraph) and the numbers, or ``text`` saying why it is n/a.
+    """
+    from scipy.stats import ttest_rel
+
+    if not runs:
+        return {"text": "n/a: no finished run."}
+    metric = runs[0]["valid_metric"]
+    best = {}
+    for kind in ("diffusion", "baseline"):
+        candidates = [row for row in rows if row["kind"] == kind]
+        if not candidates:
+            return {"text": f"n/a: the comparison has no {kind} model."}
+        best[kind] = max(candidates, key=lambda row: row["best_valid_score"])["model"]
+    diff, base = best["diffusion"], best["baseline"]
+    by_seed = {(run["model"], run["seed"]): run["test"][metric] for run in runs}
+    seeds = sorted(s for (m, s) in by_seed if m == diff and (base, s) in by_seed)
+    out = {"metric": metric, "diffusion": diff, "baseline": base, "seeds": seeds}
+    head = (f"Best diffusion model (by mean validation {metric}): {diff}; best baseline: {base}. "
+            f"Test {metric}, paired over seeds {', '.join(map(str, seeds)) or '-'}: ")
+    if len(seeds) < 2:
+        out["text"] = head + f"n/a ({len(seeds)} seed; a paired test needs at least 2)."
+        return out
+    a = [by_seed[(diff, s)] for s in seeds]
+    b = [by_seed[(base, s)] for s in seeds]
+    out["mean_difference"] = statistics.mean(x - y for x, y in zip(a, b))
+    if len({round(x - y, 12) for x, y in zip(a, b)}) == 1:
+        # every seed gives the same difference: the t statistic is undefined (zero variance)
+        out["text"] = head + (f"{diff} - {base} = {out['mean_difference']:+.4f} on every seed; "
+                              f"t-test n/a (no variance).")
+        return out
+    t, p = ttest_rel(a, b)
+    out.update(t=float(t), p=float(p), significant=bool(p < SIGNIFICANCE_LEVEL))
+    verdict = "significant" if out["significant"] else "not significant"
+    direction = "lead" if out["mean_difference"] > 0 else "deficit"
+    out["text"] = head + (f"{diff} - {base} = {out['mean_difference']:+.4f} (mean), t = {t:.2f}, p = {p:.3g} "
+                          f"(two-sided paired t-test, scipy.stats.ttest_rel): the {direction} is {verdict} "
+                          f"at {SIGNIFICANCE_LEVEL}.")
+    return out
+
+
+# column key -> (header, which mean is best, number format); metric columns: higher is best, 4 decimals.
+_OTHER_COLUMNS = {
+    "sec_per_epoch": ("train s/epoch", min, "{:.3g}"),
+    "epochs_trained": ("epochs", None, "{:.1f}"),
+    "infer_ms_per_user": ("infer ms/user", min, "{:.3g}"),
+    "params": ("params", min, "{:,.0f}"),
+}
+
+
+def _columns(metrics):
+    return [(m, m, max, "{:.4f}") for m in metrics] + [(k, *v) for k, v in _OTHER_COLUMNS.items()]
+
+
+def _cell(fmt, mean, std):
+    if mean is None:
+        return "-"
+    return fmt.format(mean) + (f" ± {fmt.format(std)}" if std is not None else "")
+
+
+def markdown_table(rows, metrics):
+    """The md table; the best mean of each marked column is bold (all of them on a tie at the shown precision)."""
+    columns = _columns(metrics)
+    lines = ["| model | kind | seeds | " + " | ".join(c[1] for c in columns) + " |",
+             "|---|---|---:|" + "---:|" * len(columns)]
+    best = {}
+    for key, _, pick, fmt in columns:
+        means = [row["values"][key][0] for row in rows if row["values"][key][0] is not None]
+        if pick is not None and means:
+            best[key] = fmt.format(pick(means))
+    for row in rows:
+        cells = []
+        for key, _, _, fmt in columns:
+            mean, std = row["values"][key]
+            cell = _cell(fmt, mean, std)
+            cells.append(f"**{cell}**" if mean is not None and best.get(key) == fmt.format(mean) else cell)
+        lines.append(f"| {row['model']} | {row['kind']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def csv_text(rows, metrics):
+    """The csv: one row per model, ``<column>_mean`` and ``<column>_std`` at full precision (std empty for 1 seed)."""
+    columns = _columns(metrics)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["model", "kind", "seeds"] + [f"{c[0]}_{s}" for c in columns for s in ("mean", "std")])
+    for row in rows:
+        cells = [row["model"], row["kind"], " ".join(map(str, row["seeds"]))]
+        for key, *_ in columns:
+            cells += ["" if v is None else repr(v) for v in row["values"][key]]
+        writer.writerow(cells)
+    return buffer.getvalue()
+
+
+def _write_atomic(path, write):
+    """``write(tmp_path)`` then rename: an interruption never leaves a half-written report."""
+    tmp = f"{path}.tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _write_text(path, text):
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    _write_atomic(path, write)
+
+
+def write_plot(path, rows, metrics, title):
+    """Bar chart: test metrics grouped by metric, then training s/epoch and inference ms/user; std error bars.
+
+    Baselines are hatched. Drawn on matplotlib's Agg canvas without pyplot, so no global backend is touched.
+    """
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(rows)
+    colors = [colormaps["tab10"](i % 10) for i in range(n)]
+    hatches = ["" if row["kind"] == "diffusion" else "//" for row in rows]
+    fig = Figure(figsize=(3 + 1.1 * max(len(metrics), 1) + 1.0 * n, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [max(len(metrics), 1) + 1, 1 + n / 3, 1 + n / 3]})
+    width = 0.8 / max(n, 1)
+    for i, row in enumerate(rows):
+        means = [row["values"][m][0] or 0 for m in metrics]
+        stds = [row["values"][m][1] or 0 for m in metrics]
+        xs = [j + (i - (n - 1) / 2) * width for j in range(len(metrics))]
+        axes[0].bar(xs, means, width, yerr=stds, capsize=2, color=colors[i], hatch=hatches[i],
+                    edgecolor="black", linewidth=0.4, label=f"{row['model']} ({row['kind']})")
+    axes[0].set_xticks(range(len(metrics)), metrics)
+    axes[0].set_ylabel("test value (best-validation epoch)")
+    axes[0].legend(fontsize="small")
+    for ax, key, label in ((axes[1], "sec_per_epoch", "training s/epoch"),
+                           (axes[2], "infer_ms_per_user", "inference ms/user")):
+        ax.bar(range(n), [row["values"][key][0] or 0 for row in rows],
+               yerr=[row["values"][key][1] or 0 for row in rows], capsize=3, color=colors, hatch=hatches,
+               edgecolor="black", linewidth=0.4)
+        ax.set_xticks(range(n), [row["model"] for row in rows], rotation=45, ha="right")
+        ax.set_title(label, fontsize="medium")
+    fig.suptitle(title + " (mean ± std over seeds)")
+    _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+
+
+def write_report(output_dir, runs, models, header, plot=True):
+    """Write comparison.md, .csv (and .png) for ``runs``; returns (summary rows, metrics, significance)."""
+    rows, metrics = summarize(runs, models)
+    significance = paired_test(rows, runs)
+    lines = header + [""] + markdown_table(rows, metrics) + ["", "**Significance.** " + significance["text"], "",
+                                                           _COLUMN_NOTE]
+    _write_text(os.path.join(output_dir, "comparison.md"), "\n".join(lines) + "\n")
+    _write_text(os.path.join(output_dir, "comparison.csv"), csv_text(rows, metrics))
+    if plot and rows:
+        write_plot(os.path.join(output_dir, "comparison.png"), rows, metrics, header[0].lstrip("# "))
+    return rows, metrics, significance
+
+
+_COLUMN_NOTE = (
+    "Columns: test metrics of each run's best-validation epoch, mean ± standard deviation over seeds (best mean "
+    "in bold: highest for metrics, lowest for time and size). *train s/epoch*: wall time of RecBole's "
+    "`_train_epoch` (training only), mean over the epochs trained; *epochs*: epochs trained (early stopping); "
+    "*infer ms/user*: wall time of the full-ranking test evaluation / test users; *params*: model parameters. "
+    "Every number of every run is in runs.jsonl."
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The comparison
+# ----------------------------------------------------------------------------------------------------------
+def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=None, config_dict=None,
+            budget_epochs=None, output_dir=None, keep_checkpoints=False, say=_say):
+    """Train and test every model with every seed on one prepared dataset; write the report files.
+
+    Args:
+        models (list of str): model names (ours or RecBole's), each once.
+        dataset (str): dataset name.
+        seeds (int): runs per model; run ``i`` uses seed ``base + i`` (``base``: the shared settings' seed).
+        config_file_list (list of str): yaml files for every model.
+        model_config_files (dict): model name -> a yaml of overrides for that model only (e.g. a tuned config),
+            applied after ``config_file_list``.
+        config_dict (dict): overrides for every model.
+        budget_epochs (int): if given, ``epochs`` for every model.
+        output_dir (str): where the files go (default ``compare_<dataset>``).
+        keep_checkpoints (bool): also keep each run's best model on disk under ``output_dir/checkpoints``.
+        say (callable): receives each progress line.
+
+    Returns:
+        dict: ``runs`` (the records in the table, one per (model, seed): model, seed, kind, settings, test and
+        valid metrics, best_valid_score, best_epoch, epochs_trained, sec_per_epoch, epoch_seconds,
+        infer_ms_per_user, test_users, params, device), ``summary`` (per-model rows), ``metrics``,
+        ``significance``, ``trained`` (runs trained by this call), ``resumed`` (runs read back), ``files``.
+    """
+    config_file_list = [os.path.abspath(f) for f in (config_file_list or [])]
+    model_config_files = {m: os.path.abspath(f) for m, f in (model_config_files or {}).items()}
+    check_inputs(list(models), seeds, model_config_files, config_file_list, budget_epochs)
+    output_dir = os.path.abspath(output_dir or f"compare_{dataset}")
+    ours = set(our_model_names())
+
+    shared = Config(model=models[0], dataset=dataset, config_file_list=config_file_list or None,
+                    config_dict=config_dict)
+    base_seed = shared["seed"]
+    seed_list = [base_seed + i for i in range(seeds)]
+    init_logger(shared)
+
+    # One Config per model, checked now so that a bad hyperparameter stops the comparison before any training.
+    configs = {}
+    for model in models:
+        files = config_file_list + ([model_config_files[model]] if model in model_config_files else [])
+        config = Config(model=model, dataset=dataset, config_file_list=files or None, config_dict=config_dict)
+        config["reproducibility"] = True
+        if budget_epochs is not None:
+            config["epochs"] = budget_epochs
+        if keep_checkpoints:
+            config["checkpoint_dir"] = os.path.join(output_dir, "checkpoints")
+        if isinstance(config["epochs"], bool) or not isinstance(config["epochs"], int) or config["epochs"] < 1:
+            raise RecBoleDiffusionError(f"epochs={config['epochs']!r} for {model}: a comparison trains at least 1.")
+        _check_model_config(config)
+        check_dataset_exists(config)
+        configs[model] = (config, files)
+
+    os.makedirs(output_dir, exist_ok=True)
+    runs_path = os.path.join(output_dir, "runs.jsonl")
+    stored = load_runs(runs_path, say)
+    plan, done = [], {}
+    for seed in seed_list:  # seed-major: an interrupted comparison has every model at its first seeds
+        for model in models:
+            config, _ = configs[model]
+            config["seed"] = seed
+            key = settings_key(config)
+            match = [r for r in stored if r["model"] == model and r["seed"] == seed and r["settings"] == key]
+            if match:
+                done[(model, seed)] = match[-1]
+            else:
+                plan.append((model, seed, key))
+    total = len(models) * len(seed_list)
+    if done:
+        say(f"resuming: {len(done)} of {total} runs already in {runs_path}")
+
+    # The datasets the pending runs need: one per distinct dataset settings, created before any training.
+    datasets, dataset_keys, first_settings = {}, {}, None
+    for model in dict.fromkeys(m for m, _, _ in plan):
+        config, _ = configs[model]
+        settings = dataset_settings(config)
+        key = json.dumps(settings, sort_keys=True)
+        if first_settings is None:
+            first_settings = settings
+        elif key not in datasets:
+            differ = ", ".join(f"{k}={settings[k]!r} (not {first_settings[k]!r})"
+                               for k in settings if settings[k] != first_settings[k])
+            say(f"{model}: dataset settings differ ({differ}): building its own dataset")
+        if key not in datasets:
+            start = time.perf_counter()
+            datasets[key] = create_dataset(config)
+            say(f"dataset {dataset} created for {model} in {time.perf_counter() - start:.1f} s; shared by every "
+                f"model with the same dataset settings")
+        dataset_keys[model] = key
+
+    budget = (f"{budget_epochs} for every model (equal budget)" if budget_epochs else
+              "each model's own setting, early stopping on validation")
+    header = [f"# Model comparison on {dataset}", "",
+              f"Models: {', '.join(models)}. Seeds: {', '.join(map(str, seed_list))} (reproducibility on). "
+              f"Epochs: {budget}. Device: {shared['device']}. One prepared dataset shared by every model with the "
+              f"same dataset settings; eval_args {_canonical(shared['eval_args'])}, best epoch by validation "
+              f"{shared['valid_metric']}."]
+
+    def current_runs():
+        return [done[(m, s)] for s in seed_list for m in models if (m, s) in done]
+
+    def report(plot):
+        finished = len(done)
+        note = [f"Written {datetime.datetime.now():%Y-%m-%d %H:%M}; {finished} of {total} runs finished"
+                + ("." if finished == total else " (partial table: the comparison is still running or was stopped).")]
+        return write_report(output_dir, current_runs(), models, header + note, plot=plot)
+
+    for number, (model, seed, key) in enumerate(plan, 1):
+        config, files = configs[model]
+        config["seed"] = seed
+        label = f"[{number}/{len(plan)}] {model} seed {seed}"
+        say(f"{label}: training (epochs <= {config['epochs']}, valid metric {config['valid_metric']})")
+        start = time.perf_counter()
+        record = {"model": model, "dataset": dataset, "seed": seed, "settings": key,
+                  "kind": "diffusion" if model in ours else "baseline", "config_files": files}
+        dataset_copy = copy.deepcopy(datasets[dataset_keys[model]])  # build() rewrites it: the original stays unbuilt
+        record.update(train_and_test(config, dataset_copy, label, keep_checkpoints, say))
+        record["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+        _append_run(runs_path, record)
+        done[(model, seed)] = record
+        metric = record["valid_metric"]
+        say(f"{label}: done in {time.perf_counter() - start:.1f} s, {record['epochs_trained']} epochs "
+            f"(best {record['best_epoch']}), test {metric} {record['test'].get(metric, float('nan')):.4f}, "
+            f"{record['sec_per_epoch']:.3g} s/epoch, {record['infer_ms_per_user']:.3g} ms/user")
+        report(plot=False)
+
+    rows, metrics, significance = report(plot=True)
+    files = {name: os.path.join(output_dir, name)
+             for name in ("comparison.md", "comparison.csv", "comparison.png", "runs.jsonl")}
+    say(f"comparison written to {files['comparison.md']} (.csv, .png; every run in runs.jsonl)")
+    return {"runs": current_runs(), "summary": rows, "metrics": metrics, "significance": significance,
+            "trained": len(plan), "resumed": total - len(plan), "files": files}

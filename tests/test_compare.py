@@ -1,0 +1,187 @@
+"""The side-by-side comparison: files, table = runs, resume, one shared dataset, best-epoch testing, bad input."""
+
+import csv
+import json
+import statistics
+import sys
+
+import pytest
+import yaml
+from PIL import Image
+from test_cli import cli
+
+from recbole_diffusion import compare as compare_module
+from recbole_diffusion import run_recbole_diffusion
+from recbole_diffusion.compare import compare
+from recbole_diffusion.trainer import load_checkpoint
+
+METRICS = ["hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+FAST_DIFFUREC = {"sampler": "ddim", "sampling_steps": 2}  # 2 reverse steps: the toy test evaluation in a blink
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts of dataset creations and of trained runs inside compare.py."""
+    counts = {"datasets": 0, "runs": 0}
+    create, train = compare_module.create_dataset, compare_module.train_and_test
+
+    def create_dataset(config):
+        counts["datasets"] += 1
+        return create(config)
+
+    def train_and_test(*args, **kwargs):
+        counts["runs"] += 1
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "create_dataset", create_dataset)
+    monkeypatch.setattr(compare_module, "train_and_test", train_and_test)
+    return counts
+
+
+def _lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def _md_row(md_text, model):
+    row = next(line for line in md_text.splitlines() if line.startswith(f"| {model} |"))
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def test_two_models_two_seeds_table_equals_runs_and_resumes(workdir, toy_config, counted, monkeypatch, capsys):
+    config = dict(toy_config, **FAST_DIFFUREC)
+    result = compare(["DiffuRec", "SASRec"], "toy", seeds=2, config_dict=config, output_dir="out")
+    files = result["files"]
+    assert result["trained"] == 4 and result["resumed"] == 0
+    assert counted == {"datasets": 1, "runs": 4}  # one dataset for both models and both seeds
+
+    runs = _lines(files["runs.jsonl"])
+    assert [(r["model"], r["seed"]) for r in runs] == [("DiffuRec", 2020), ("SASRec", 2020),
+                                                      ("DiffuRec", 2021), ("SASRec", 2021)]
+    assert runs == result["runs"]
+    assert [r["kind"] for r in runs[:2]] == ["diffusion", "baseline"]
+    for run in runs:
+        assert list(run["test"]) == METRICS and run["epochs_trained"] == 1 and run["best_epoch"] == 1
+        assert run["sec_per_epoch"] > 0 and run["infer_ms_per_user"] > 0 and run["test_users"] == 80
+    # the two seeds really differ
+    assert runs[0]["test"] != runs[2]["test"] or runs[1]["test"] != runs[3]["test"]
+
+    with open(files["comparison.csv"]) as f:
+        table = {row["model"]: row for row in csv.DictReader(f)}
+    with open(files["comparison.md"]) as f:
+        md = f.read()
+    header = _md_row(md, "model")
+    for model in ("DiffuRec", "SASRec"):
+        mine = [r for r in runs if r["model"] == model]
+        md_cells = dict(zip(header, _md_row(md, model)))
+        assert table[model]["seeds"] == "2020 2021" and md_cells["seeds"] == "2"
+        for metric in METRICS:
+            values = [r["test"][metric] for r in mine]
+            mean, std = statistics.mean(values), statistics.stdev(values)
+            assert float(table[model][f"{metric}_mean"]) == mean
+            assert float(table[model][f"{metric}_std"]) == std
+            assert md_cells[metric].strip("*") == f"{mean:.4f} ± {std:.4f}"
+        assert float(table[model]["sec_per_epoch_mean"]) == statistics.mean(r["sec_per_epoch"] for r in mine)
+        assert float(table[model]["infer_ms_per_user_mean"]) == statistics.mean(r["infer_ms_per_user"] for r in mine)
+        assert float(table[model]["params_mean"]) == mine[0]["params"] == mine[1]["params"]
+    # the best mean of each metric column is bold, and only that one
+    for metric in METRICS:
+        means = {m: float(table[m][f"{metric}_mean"]) for m in table}
+        for model in table:
+            bold = dict(zip(header, _md_row(md, model)))[metric].startswith("**")
+            assert bold == (f"{means[model]:.4f}" == f"{max(means.values()):.4f}")
+    assert "paired over seeds 2020, 2021" in md and "ttest_rel" in md and "4 of 4 runs finished" in md
+    assert result["significance"]["diffusion"] == "DiffuRec" and result["significance"]["baseline"] == "SASRec"
+
+    with Image.open(files["comparison.png"]) as image:
+        image.verify()
+        assert image.size[0] > 0 and image.size[1] > 0
+
+    # The same comparison again, through the command line: everything is read back, nothing trained.
+    code, out, err = cli(monkeypatch, capsys, config, "--compare=DiffuRec,SASRec", "--seeds=2", "--output_dir=out")
+    assert code == 0, err
+    assert "resuming: 4 of 4 runs" in out and "| SASRec | baseline | 2 |" in out
+    assert counted["runs"] == 4 and counted["datasets"] == 1
+    assert _lines(files["runs.jsonl"]) == runs
+    monkeypatch.setattr(sys, "argv", ["pytest"])  # RecBole's Config would keep reading the CLI's --key=value
+
+    # One more seed: only the two new (model, seed) runs are trained, the table covers all six.
+    result = compare(["DiffuRec", "SASRec"], "toy", seeds=3, config_dict=config, output_dir="out")
+    assert result["trained"] == 2 and result["resumed"] == 4 and counted["runs"] == 6
+    assert len(_lines(files["runs.jsonl"])) == 6
+    assert [row["seeds"] for row in result["summary"]] == [[2020, 2021, 2022]] * 2
+
+    # A changed setting is a new run, not a resumed one.
+    result = compare(["SASRec"], "toy", seeds=1, config_dict=dict(config, hidden_size=8), output_dir="out")
+    assert result["trained"] == 1 and result["runs"][0]["params"] < runs[1]["params"]
+
+
+def test_shared_dataset_and_best_epoch_equal_a_standalone_run(workdir, toy_config, counted, tmp_path):
+    """SASRec on the dataset created for DiffuRec, tested at its best-validation epoch (kept in memory), gives
+    exactly the metrics of a standalone run_recbole_diffusion with RecBole's checkpoint-based selection."""
+    config = {k: v for k, v in toy_config.items() if k != "epochs"}  # the per-model yaml sets the epochs
+    diffurec_yaml, sasrec_yaml = tmp_path / "diffurec.yaml", tmp_path / "sasrec.yaml"
+    diffurec_yaml.write_text(yaml.safe_dump(dict(FAST_DIFFUREC, epochs=1)))
+    # a learning rate far too high: validation peaks before the last epoch, so the selection matters
+    sasrec_yaml.write_text(yaml.safe_dump({"epochs": 4, "learning_rate": 1.0}))
+    result = compare(["DiffuRec", "SASRec"], "toy", seeds=1, config_dict=config, output_dir="out",
+                     model_config_files={"DiffuRec": str(diffurec_yaml), "SASRec": str(sasrec_yaml)})
+    assert counted["datasets"] == 1
+    assert not list((workdir / "saved").glob("*")) and not (workdir / "out" / "checkpoints").exists()
+    diffurec, sasrec = result["runs"]
+    assert diffurec["epochs_trained"] == 1 and sasrec["epochs_trained"] == 4
+    assert sasrec["best_epoch"] < 4
+    alone = run_recbole_diffusion(model="SASRec", dataset="toy", config_file_list=[str(sasrec_yaml)],
+                                  config_dict=config, saved=True)
+    assert sasrec["test"] == dict(alone["test_result"])
+    assert sasrec["best_valid_score"] == alone["best_valid_score"]
+    assert "n/a (1 seed" in result["significance"]["text"]
+
+
+def test_budget_and_own_dataset_when_dataset_settings_differ(workdir, toy_config, counted, tmp_path):
+    short = tmp_path / "short.yaml"
+    short.write_text(yaml.safe_dump({"MAX_ITEM_LIST_LENGTH": 5, "epochs": 3}))
+    lines = []
+    # config_dict and the command line beat yaml files (RecBole's order): leave the length to the files
+    config = {k: v for k, v in toy_config.items() if k != "MAX_ITEM_LIST_LENGTH"}
+    result = compare(["SASRec", "GRU4Rec"], "toy", seeds=1, config_dict=dict(config, epochs=2),
+                     model_config_files={"GRU4Rec": str(short)}, budget_epochs=1, output_dir="out",
+                     keep_checkpoints=True, say=lines.append)
+    assert counted["datasets"] == 2
+    assert any("GRU4Rec: dataset settings differ (MAX_ITEM_LIST_LENGTH=5 (not 50))" in line for line in lines)
+    assert [run["epochs_trained"] for run in result["runs"]] == [1, 1]  # the budget beats every other setting
+    assert "n/a: the comparison has no diffusion model" in result["significance"]["text"]
+    for run in result["runs"]:  # asked for: the best model of each run is on disk, loadable
+        assert run["model_file"].startswith(str(workdir / "out" / "checkpoints"))
+        assert load_checkpoint(run["model_file"])["model"] == run["model"]
+    # progress: a start and a finish line per run, and one line per epoch
+    assert sum("SASRec seed 2020: training" in line for line in lines) == 1
+    assert sum("SASRec seed 2020 epoch 1/1: train" in line and "valid ndcg@10" in line for line in lines) == 1
+    assert sum("SASRec seed 2020: done in" in line and "test ndcg@10" in line for line in lines) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--compare=SASRec,DiffuRec,SASRec"], "Model 'SASRec' is listed twice"),
+        (["--compare=DifuRec,SASRec"], "Unknown model 'DifuRec'. Did you mean 'DiffuRec'?"),
+        (["--compare=DiffuRec,SASRec", "--seeds=0"], "--seeds must be a whole number >= 1, got '0'"),
+        (["--compare=DiffuRec,SASRec", "--seeds=two"], "--seeds must be a whole number >= 1, got 'two'"),
+        (["--compare=DiffuRec,SASRec", "--budget_epochs=0"], "--budget_epochs must be a whole number >= 1"),
+        (["--compare=DiffuRec,SASRec", "--model_config=DreamRec:{yaml}"],
+         "--model_config gives a file for 'DreamRec', which is not in --compare=DiffuRec,SASRec"),
+        (["--compare=DiffuRec,SASRec", "--model_config=SASRec:{missing}"],
+         "for SASRec (--model_config) does not exist"),
+        (["--compare=DiffuRec,SASRec", "--model_config=SASRec"], "is not Model:path.yaml"),
+        (["--compare=SASRec,DiffuRec", "--diffusion_steps=0"], "diffusion_steps=0 for DiffuRec"),
+        (["--compare=DiffuRec,SASRec", "--dataset=beauty"], "Dataset 'beauty' not found"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_training(monkeypatch, capsys, toy_config, counted, tmp_path, args, message):
+    (tmp_path / "ok.yaml").write_text("epochs: 1\n")
+    args = [a.format(yaml=tmp_path / "ok.yaml", missing=tmp_path / "missing.yaml") for a in args]
+    code, _, err = cli(monkeypatch, capsys, toy_config, *args)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert counted == {"datasets": 0, "runs": 0}
