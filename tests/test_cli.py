@@ -128,3 +128,10 @@ def test_undescribed_dataset_loads_every_column(toy_config):
     assert config["load_col"] is None
     assert Config(model="DiffuRec", dataset="ml-100k", config_dict={"state": "ERROR"})["load_col"]["inter"] == [
         "user_id", "item_id", "rating", "timestamp"]
+
+
+def test_schedule_invalid_for_its_steps_is_caught_before_data(monkeypatch, capsys, toy_config):
+    code, _, err = cli(monkeypatch, capsys, toy_config, "--model=DiffuRec", "--noise_schedule=linear",
+                       "--diffusion_steps=10")
+    assert code == 2 and err.count("\n") == 1
+    assert "DiffuRec: noise_schedule 'linear' with diffusion_steps=10 gives betas outside (0, 1)" in err

@@ -7,7 +7,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, create_timestep_sampler
+from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, create_timestep_sampler, get_beta_schedule
 from recbole_diffusion.diffusion.gaussian import SAMPLERS
 from recbole_diffusion.diffusion.timesteps import TIMESTEP_SAMPLERS
 from recbole_diffusion.utils import (
@@ -37,6 +37,11 @@ class SequentialDiffusionRecommender(SequentialRecommender):
         check_choice(config, name, "noise_schedule", list(SCHEDULES))
         check_choice(config, name, "schedule_sampler", list(TIMESTEP_SAMPLERS))
         check_choice(config, name, "sampler", list(SAMPLERS))
+        try:  # a schedule that is invalid for this T (e.g. linear with few steps) fails here, before any data
+            get_beta_schedule(config["noise_schedule"], config["diffusion_steps"], **cls.schedule_kwargs(config))
+        except ValueError as err:
+            raise RecBoleDiffusionError(f"{name}: {err} Fix it with --diffusion_steps/--noise_schedule "
+                                        f"or in properties/model/{name}.yaml.") from None
         for key in ("sampling_steps", "length_buckets"):
             if config[key] is not None:
                 check_positive_int(config, name, key)
@@ -71,7 +76,8 @@ class SequentialDiffusionRecommender(SequentialRecommender):
         """The diffusion process of the model: the shared Gaussian one; a model may return a subclass."""
         return GaussianDiffusion.from_config(self.noise_schedule, self.diffusion_steps, **kwargs)
 
-    def schedule_kwargs(self, config):
+    @classmethod
+    def schedule_kwargs(cls, config):
         """Extra schedule parameters (e.g. DreamRec's beta_start/beta_end); none by default."""
         return {}
 

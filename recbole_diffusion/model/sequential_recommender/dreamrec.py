@@ -78,7 +78,8 @@ class DreamRec(SequentialDiffusionRecommender):
                 nn.Linear(2 * self.hidden_size, self.hidden_size),
             )
 
-    def schedule_kwargs(self, config):
+    @classmethod
+    def schedule_kwargs(cls, config):
         # only the 'exp' schedule reads them; every other schedule ignores them
         return {"beta_min": config["beta_min"], "beta_max": config["beta_max"]}
 
