@@ -1,5 +1,6 @@
 """The command line: ``run_recbole_diffusion.py --model=DiffuRec --dataset=ml-100k [--key=value ...]``, or
-``--compare=DiffuRec,SASRec --seeds=3 ...`` for a side-by-side comparison (see ``recbole_diffusion/compare.py``).
+``--compare=DiffuRec,SASRec --seeds=3 ...`` for a side-by-side comparison (see ``recbole_diffusion/compare.py``),
+or ``--tune=properties/hyper/DiffuRec.yaml --num_samples=20 ...`` for a Ray Tune sweep (``recbole_diffusion/tune.py``).
 
 Arguments it does not know (``--hidden_size=64``) are read by RecBole's Config from the command line, as in
 RecBole's ``run_recbole.py``.
@@ -33,9 +34,21 @@ def parse_args(argv=None):
     parser.add_argument("--model_config", type=str, default=None,
                         help="with --compare: per-model yaml, e.g. DiffuRec:best.yaml,SASRec:sas.yaml")
     parser.add_argument("--output_dir", type=str, default=None,
-                        help="with --compare: folder of the report (default compare_<dataset>)")
+                        help="with --compare: folder of the report (default compare_<dataset>); "
+                             "with --tune: folder of the sweep (default saved/tune/<model>-<dataset>)")
     parser.add_argument("--keep_checkpoints", type=str, default="False",
                         help="with --compare: True keeps each run's best model under <output_dir>/checkpoints")
+    # Sweep flags (recbole_diffusion/tune.py): numbers read as text and checked there, one error line each.
+    parser.add_argument("--tune", type=str, default=None,
+                        help="search-space yaml, e.g. properties/hyper/DiffuRec.yaml: run a Ray Tune sweep")
+    parser.add_argument("--num_samples", type=str, default="10", help="with --tune: trials drawn (default 10)")
+    parser.add_argument("--cpus_per_trial", type=str, default="1", help="with --tune: CPUs per trial (default 1)")
+    parser.add_argument("--gpus_per_trial", type=str, default=None,
+                        help="with --tune: GPUs per trial, fractions share a GPU (default 1 with GPUs, else 0)")
+    parser.add_argument("--ray_address", type=str, default=None,
+                        help="with --tune: an existing Ray cluster (e.g. auto); default a local one")
+    parser.add_argument("--scheduler", type=str, default="none", help="with --tune: asha or none (default)")
+    parser.add_argument("--resume", action="store_true", help="with --tune: continue the sweep in --output_dir")
     args, _ = parser.parse_known_args(argv)
     return args
 
@@ -76,6 +89,10 @@ def main(argv=None):
     config_files = [os.path.abspath(f) for f in args.config_files.strip().split(" ")] if args.config_files else None
     if args.compare is not None:
         return run_comparison(args, config_files)
+    if args.tune is not None:
+        from recbole_diffusion.tune import run_sweep_from_args
+
+        return run_sweep_from_args(args, config_files)
     from recbole_diffusion.quick_start import run
 
     result = run(args.model, args.dataset, config_file_list=config_files, nproc=args.nproc,
