@@ -1,7 +1,8 @@
 """A RecBole ``Config`` that knows our models and layers our ``properties/`` over RecBole's defaults.
 
 Order, lowest priority first: RecBole's own yaml (overall, model, dataset, quick-start), then ours:
-``overall.yaml``, ``model/<Model>.yaml``, ``dataset/<dataset>.yaml``, and for sequential models
+``overall.yaml``, for general models ``quick_start_config/general.yaml`` (Recall/NDCG at 10 and 20),
+``model/<Model>.yaml``, ``dataset/<dataset>.yaml``, and for sequential models
 ``quick_start_config/sequential.yaml`` (leave-one-out, time order, full ranking, no negative sampling).
 Config files, ``config_dict`` and ``--key=value`` on the command line override all of them, as in RecBole.
 """
@@ -52,11 +53,10 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         root = properties_dir()
         dataset_file = os.path.join(root, "dataset", f"{dataset}.yaml")
-        files = [
-            os.path.join(root, "overall.yaml"),
-            os.path.join(root, "model", f"{model}.yaml"),
-            dataset_file,
-        ]
+        files = [os.path.join(root, "overall.yaml")]
+        if model_class.type in (ModelType.GENERAL, ModelType.TRADITIONAL):
+            files.append(os.path.join(root, "quick_start_config", "general.yaml"))
+        files += [os.path.join(root, "model", f"{model}.yaml"), dataset_file]
         if model_class.type == ModelType.SEQUENTIAL and model not in _RECBOLE_SPECIAL_SEQUENTIAL:
             files.append(os.path.join(root, "quick_start_config", "sequential.yaml"))
         for file in files:

@@ -16,6 +16,7 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_diffusion.config import Config
 from recbole_diffusion.data import create_dataset, data_preparation
+from recbole_diffusion.pretrain import prepare as prepare_pretrained
 from recbole_diffusion.registry import get_model, get_trainer
 from recbole_diffusion.trainer import load_checkpoint
 
@@ -38,6 +39,9 @@ def build(config, dataset=None):
         dataset = create_dataset(config)
     getLogger().info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    # Pretrained embeddings / item clusters a model asks for (L-DiffRec, DDRM); before the seed, so that a cache
+    # hit and a miss build and train the model alike.
+    prepare_pretrained(config, train_data._dataset, valid_data._dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
     getLogger().info(model)
@@ -154,6 +158,7 @@ def load_data_and_model(model_file):
     dataset = create_dataset(config)
     getLogger().info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    prepare_pretrained(config, train_data._dataset, valid_data._dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     model.load_state_dict({k: v.to(config["device"]) for k, v in checkpoint["state_dict"].items()})

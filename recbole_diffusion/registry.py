@@ -14,7 +14,10 @@ from recbole.trainer import Trainer
 from recbole.utils import get_model as get_recbole_model
 from recbole.utils import get_trainer as get_recbole_trainer
 
+from recbole_diffusion.compat import add_dok_matrix_update
 from recbole_diffusion.utils import RecBoleDiffusionError, did_you_mean
+
+add_dok_matrix_update()  # RecBole's graph models (LightGCN, ...) under scipy 1.14
 
 OUR_SUBMODULES = ("sequential_recommender", "general_recommender")
 RECBOLE_SUBMODULES = (

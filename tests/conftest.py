@@ -12,21 +12,29 @@ torch.set_num_threads(1)
 N_ITEMS = 30
 
 
+def write_inter_file(root, name, user_items):
+    """``<root>/<name>/<name>.inter`` from {user token: [item tokens in time order]}; timestamp = position."""
+    folder = os.path.join(root, name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{name}.inter"), "w") as f:
+        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        for user, items in user_items.items():
+            for pos, item in enumerate(items):
+                f.write(f"{user}\t{item}\t{pos + 1}\n")
+    return root
+
+
 def write_toy_dataset(root, name="toy", n_users=80, seed=0):
     """Users walk the item ring: s, s+1, s+2, ... (mod N_ITEMS), 6 to 12 steps. The next item is always the
     last one plus one, so any sequential model that learns anything gets a falling loss and a high Hit@5."""
     import random
 
     rng = random.Random(seed)
-    folder = os.path.join(root, name)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{name}.inter"), "w") as f:
-        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
-        for user in range(1, n_users + 1):
-            start, length = rng.randrange(N_ITEMS), rng.randint(6, 12)
-            for pos in range(length):
-                f.write(f"u{user}\ti{(start + pos) % N_ITEMS + 1}\t{pos + 1}\n")
-    return root
+    walks = {}
+    for user in range(1, n_users + 1):
+        start, length = rng.randrange(N_ITEMS), rng.randint(6, 12)
+        walks[f"u{user}"] = [f"i{(start + pos) % N_ITEMS + 1}" for pos in range(length)]
+    return write_inter_file(root, name, walks)
 
 
 TINY = {

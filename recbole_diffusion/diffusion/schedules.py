@@ -1,7 +1,8 @@
 """Beta schedules by name.
 
 The set is DiffuRec's ``get_named_beta_schedule`` (linear, cosine, sqrt, trunc_lin, trunc_cos, pw_lin) plus
-DreamRec's ``exp``. Each function returns a float64 tensor of ``steps`` betas in (0, 1).
+DreamRec's ``exp`` and DiffRec's ``linear_var`` (also DDRM's). Each function returns a float64 tensor of ``steps``
+betas in (0, 1).
 """
 
 import math
@@ -63,6 +64,18 @@ def _exp(steps, beta_min=0.1, beta_max=10.0, **_):
     return 1 - torch.exp(-beta_min / steps - x * 0.5 * (beta_max - beta_min) / (steps * steps))
 
 
+def _linear_var(steps, noise_scale=0.005, noise_min=0.005, noise_max=0.01, beta_fixed=True, max_beta=0.999, **_):
+    # DiffRec (Wang et al. 2023) 'linear-var': the variance 1 - abar_t runs linearly from noise_scale * noise_min
+    # to noise_scale * noise_max; beta_t = 1 - abar_t / abar_{t-1}. beta_fixed pins beta_1 to 1e-5 afterwards
+    # (Sohl-Dickstein et al. 2015, sec. 2.4.1), as the official DiffRec and DDRM code do.
+    variance = torch.linspace(noise_scale * noise_min, noise_scale * noise_max, steps, dtype=torch.float64)
+    alpha_bar = 1.0 - variance
+    betas = torch.cat([variance[:1], (1.0 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)])
+    if beta_fixed:
+        betas[0] = 1e-5
+    return betas
+
+
 SCHEDULES = {
     "linear": _linear,
     "cosine": _cosine,
@@ -71,6 +84,7 @@ SCHEDULES = {
     "trunc_cos": _trunc_cos,
     "pw_lin": _pw_lin,
     "exp": _exp,
+    "linear_var": _linear_var,
 }
 
 
