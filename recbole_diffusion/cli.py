@@ -49,6 +49,10 @@ def parse_args(argv=None):
                         help="with --tune: an existing Ray cluster (e.g. auto); default a local one")
     parser.add_argument("--scheduler", type=str, default="none", help="with --tune: asha or none (default)")
     parser.add_argument("--resume", action="store_true", help="with --tune: continue the sweep in --output_dir")
+    # Data augmentation (recbole_diffusion/augmentation/): options are config keys, e.g. --aug_num=10.
+    parser.add_argument("--augment", type=str, default=None,
+                        help="augmenter, e.g. DiffuASR: write an augmented copy of --dataset, then train and test "
+                             "--model on the original and on the augmented data")
     args, _ = parser.parse_known_args(argv)
     return args
 
@@ -84,9 +88,24 @@ def run_comparison(args, config_files):
     return result
 
 
+def run_augmentation(args, config_files):
+    """``--augment``: an augmented copy of the dataset, then --model on the original and on it, side by side."""
+    from recbole_diffusion import augmentation
+
+    if args.compare is not None or args.tune is not None:
+        raise RecBoleDiffusionError("--augment trains one --model; it cannot be combined with --compare or --tune.")
+    if args.nproc != 1 or args.world_size > 0:
+        raise RecBoleDiffusionError("--augment runs one process; leave out --nproc/--world_size.")
+    result = augmentation.run_augmented(args.augment, args.model, args.dataset, config_file_list=config_files)
+    print("\n" + augmentation.format_report(args.model, args.dataset, result))
+    return result
+
+
 def main(argv=None):
     args = parse_args(argv)
     config_files = [os.path.abspath(f) for f in args.config_files.strip().split(" ")] if args.config_files else None
+    if args.augment is not None:
+        return run_augmentation(args, config_files)
     if args.compare is not None:
         return run_comparison(args, config_files)
     if args.tune is not None:
