@@ -14,7 +14,6 @@ import zipfile
 
 import numpy as np
 import torch
-from recbole.trainer import Trainer
 from recbole.utils import get_local_time, set_color
 
 from recbole_diffusion.utils import CheckpointError
@@ -166,7 +165,3 @@ class SafeCheckpointMixin:
 def with_safe_checkpoints(trainer_class):
     """``trainer_class`` (a RecBole ``Trainer``) with :class:`SafeCheckpointMixin` mixed in."""
     return type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {"__module__": __name__})
-
-
-class DiffusionTrainer(SafeCheckpointMixin, Trainer):
-    """The trainer of our diffusion models: RecBole's ``Trainer`` with safe checkpoints."""
