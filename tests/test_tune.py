@@ -12,6 +12,7 @@ import pytest
 import yaml
 from ray.tune import Callback
 from test_cli import cli
+from test_general import write_general_dataset
 
 from recbole_diffusion.config import Config, properties_dir
 from recbole_diffusion.registry import get_model
@@ -21,6 +22,9 @@ from recbole_diffusion.utils import RecBoleDiffusionError
 
 HYPER_FILES = sorted(glob.glob(os.path.join(properties_dir(), "hyper", "*.yaml")))
 # tiny trials: DDIM with 2 steps keeps DiffuRec's evaluation short
+# the general toy set (tests/test_general.py) with a backbone pretrained in 2 small epochs
+TINY_GENERAL = {"dataset": "gtoy", "backbone_config": {"epochs": 2, "embedding_size": 8}, "train_batch_size": 64,
+                "epochs": 1, "state": "ERROR", "show_progress": False, "use_gpu": False, "seed": 2020}
 FAST = ["--model=DiffuRec", "--sampler=ddim", "--sampling_steps=2", "--cpus_per_trial=1"]
 
 
@@ -47,20 +51,26 @@ def read_rows(output_dir):
 
 def test_search_spaces_ship_for_our_models_and_the_baselines():
     shipped = {os.path.basename(path)[:-5] for path in HYPER_FILES}
-    assert {"DiffuRec", "DreamRec", "SeqDiffRec", "DimeRec", "DiQDiff", "SASRec", "BERT4Rec"} <= shipped
+    assert {"DiffuRec", "DreamRec", "SeqDiffRec", "DimeRec", "DiQDiff", "SASRec", "BERT4Rec", "DiffRec", "LDiffRecAuto",
+            "DDRM"} <= shipped
     for name in shipped:
         assert get_model(name).__name__ == name  # each file is named exactly as its model class
 
 
 @pytest.mark.parametrize("path", HYPER_FILES, ids=lambda p: os.path.basename(p)[:-5])
-def test_search_space_samples_a_model_that_builds(toy_config, path):
+def test_search_space_samples_a_model_that_builds(toy_config, workdir, path):
     """Every key is the model's, every listed value and range end passes its checks, and a drawn config builds
-    the model on the toy data."""
+    the model on the toy data (the general toy set for a general model)."""
+    from recbole.model.abstract_recommender import GeneralRecommender
+
     from recbole_diffusion.quick_start import build
 
     model = os.path.basename(path)[:-5]
+    if issubclass(get_model(model), GeneralRecommender):
+        toy_config = dict(TINY_GENERAL, data_path=write_general_dataset(str(workdir / "gdata")),
+                          checkpoint_dir=toy_config["checkpoint_dir"])
     space = load_space(path)
-    check_space(space, Config(model=model, dataset="toy", config_dict=toy_config), path)
+    check_space(space, Config(model=model, dataset=toy_config["dataset"], config_dict=toy_config), path)
     sampled = sample_space(space, seed=0)
     assert sampled == sample_space(space, seed=0) and set(sampled) == set(space)
     for name, value in sampled.items():
@@ -70,7 +80,7 @@ def test_search_space_samples_a_model_that_builds(toy_config, path):
         else:
             assert dim.args[0] <= value <= dim.args[1]
     # the drawn values, not the tiny sizes, where both set a key
-    config = Config(model=model, dataset="toy", config_dict=dict(toy_config, **sampled))
+    config = Config(model=model, dataset=toy_config["dataset"], config_dict=dict(toy_config, **sampled))
     assert all(config[name] == value for name, value in sampled.items())
     *_, net, _ = build(config)
     assert sum(p.numel() for p in net.parameters()) > 0
