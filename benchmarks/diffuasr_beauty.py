@@ -9,7 +9,8 @@ and its augmented dataset is shared by every model. One budget: each model train
 stopping; the last epoch's model is tested) on the original data and on the augmented data, with the same
 settings and seed; hidden size and history length are common to all (``--set KEY=VALUE`` sets any other key of
 every model). Test: leave-one-out, full ranking over all items, RecBole's evaluator; generated items are only
-training context: the test targets and histories are the original data's.
+training context: the test targets and histories are the original data's (``--aug aug_eval_histories=augmented``
+puts them before the test histories too, the paper's protocol).
 
 Reported: NDCG@10 and Hit@10 for all test users and, on its own, for the short-sequence (long-tail) users, whom
 we define as the bottom ``--short_quantile`` (20%) of users by sequence length, the interactions of the user in
@@ -139,7 +140,7 @@ def main():
         f"{args.epochs} epochs for every model on both datasets; hidden size {args.hidden_size}, history length "
         f"{args.max_len}, other hyperparameters from each model's yaml (RecBole's for SASRec, dropout 0.2); the "
         "last epoch's model tested; leave-one-out, full ranking over all items. "
-        + "Generated items are only training context: the test targets and histories are the original data's.",
+        + manifest["note"],
         "",
         f"Short-sequence users: the bottom {100 * args.short_quantile:.0f}% by sequence length, ties included: "
         f"length <= {cutoff}, {len(short):,} of {n_users:,} users ({100 * len(short) / n_users:.1f}%).",

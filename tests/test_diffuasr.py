@@ -15,6 +15,7 @@ from recbole_diffusion.augmentation.diffuasr import DiffuASR
 from recbole_diffusion.augmentation.pipeline import (
     MANIFEST,
     NOTE,
+    NOTE_AUGMENTED,
     SourceData,
     augment_dataset,
     augmentation_config,
@@ -203,6 +204,26 @@ def test_same_seed_writes_the_same_files(scratch, augmented):
     assert reseeded.name != augmented.name and generated_items(reseeded) != generated_items(augmented)
 
 
+def test_paper_protocol_puts_the_generated_items_before_eval_histories_too(scratch, augmented):
+    """aug_eval_histories=augmented: the same generator (same seed and settings but this key) and the same training
+    file; each validation and test history is the generated items + the original history, cut to
+    MAX_ITEM_LIST_LENGTH, and every target is the original one."""
+    paper = augment(scratch / "data", aug_eval_histories="augmented")
+    assert paper.name != augmented.name and paper.manifest["note"] == NOTE_AUGMENTED
+    assert generated_items(paper) == generated_items(augmented)
+    train = f"{{}}.train.inter"
+    assert (open(os.path.join(paper.folder, train.format(paper.name))).read().splitlines()[1:]
+            == open(os.path.join(augmented.folder, train.format(augmented.name))).read().splitlines()[1:])
+    original, (_, o_valid, o_test) = load("toy", data_path=str(scratch / "data"))
+    aug, (_, a_valid, a_test) = load(paper.name, **paper.overrides)
+    generated, L = generated_items(paper), SASREC["MAX_ITEM_LIST_LENGTH"]
+    for before, after in ((eval_samples(original, o_valid), eval_samples(aug, a_valid)),
+                          (eval_samples(original, o_test), eval_samples(aug, a_test))):
+        assert before.keys() == after.keys() and len(after) == 80
+        for user, (history, target) in before.items():
+            assert after[user] == (tuple(generated[user] + list(history))[-L:], target)
+
+
 def test_short_users_only_with_classifier_guidance(scratch):
     augmentation = augment(scratch / "data", aug_users="short", aug_short_length=8, aug_guidance="cg")
     lengths = defaultdict(int)
@@ -250,6 +271,8 @@ def test_cli_reports_original_and_augmented(monkeypatch, capsys, scratch, workdi
         (["--augment=DiffuASR", "--aug_hidden_size=15"], "aug_hidden_size=15 for DiffuASR: must be a perfect square"),
         (["--augment=DiffuASR", "--aug_channel_mult=[1,2,2,2]"], "use at most 3 levels"),
         (["--augment=DiffuASR", "--aug_guidance=cfg"], "aug_guidance='cfg' for DiffuASR: must be one of cf, cg."),
+        (["--augment=DiffuASR", "--aug_eval_histories=paper"],
+         "aug_eval_histories='paper' for DiffuASR: must be one of original, augmented."),
         (["--augment=DiffuASR", "--aug_unet_channels=12"], "must be a multiple of 8"),
         (["--augment=DiffuASR", "--aug_diffusion_steps=20", "--aug_sampling_steps=2"],
          "Fix it with --aug_diffusion_steps/--aug_noise_schedule"),

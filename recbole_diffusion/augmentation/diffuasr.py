@@ -75,6 +75,7 @@ from recbole_diffusion.utils import (
 NAME = "DiffuASR"
 GUIDANCE_STRATEGIES = ("cf", "cg")
 AUGMENTED_USERS = ("all", "short")
+EVAL_HISTORIES = ("original", "augmented")
 
 
 def _bad(key, value, requirement):
@@ -95,6 +96,7 @@ def check_config(config):
     check_positive(config, NAME, "aug_learning_rate")
     check_choice(config, NAME, "aug_guidance", GUIDANCE_STRATEGIES)
     check_choice(config, NAME, "aug_users", AUGMENTED_USERS)
+    check_choice(config, NAME, "aug_eval_histories", EVAL_HISTORIES)
     check_choice(config, NAME, "aug_noise_schedule", list(SCHEDULES))
     seed = config["aug_seed"]
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):

@@ -23,7 +23,8 @@
      of a prepended .inter file would have made each generated item after the first a target, which is why the
      files are written pre-split.
    * valid and test: the original validation and test samples, targets and histories unchanged: generated
-     items are used only as training context.
+     items are used only as training context. With ``aug_eval_histories: augmented`` (the paper's protocol) the
+     generated items precede these histories too, cut the same way; the targets stay the original ones.
 
    ``<name>.augment`` lists each augmented user's generated items (oldest first) and ``diffuasr.json`` records
    the settings and counts. Neither is read by RecBole.
@@ -52,6 +53,13 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
 NOTE = ("Generated items are used only as training context: the validation and test targets and their "
         "histories are the original data's.")
+NOTE_AUGMENTED = ("aug_eval_histories=augmented: the generated items also precede the validation and test "
+                  "histories (the paper's protocol); the validation and test targets are the original data's.")
+
+
+def note(settings):
+    """What the report says about the validation and test samples of an augmented dataset."""
+    return NOTE_AUGMENTED if settings.get("aug_eval_histories") == "augmented" else NOTE
 
 
 def diffuasr_yaml():
@@ -176,7 +184,7 @@ class SourceData:
 
     def split_lines(self, name, prefixes=None):
         """The lines of one pre-split file; ``prefixes`` [user_num, M] (0 rows: not augmented) go before the
-        training histories, which are then cut to ``MAX_ITEM_LIST_LENGTH`` from the left as RecBole cuts."""
+        histories, which are then cut to ``MAX_ITEM_LIST_LENGTH`` from the left as RecBole cuts."""
         users, history, history_length, target = self.splits[name]
         item, user = self.item_tokens, self.user_tokens
         lines = [f"{self.uid_field}:token\t{self.iid_field}{self.list_suffix}:token_seq\t{self.iid_field}:token\n"]
@@ -335,12 +343,13 @@ def augment_dataset(config):
         "generator_epochs": len(losses),
         "generator_loss": {"first_epoch": losses[0], "best_epoch": min(losses)},
         "load_with": {k: v for k, v in augmented_overrides(source, data_root).items() if k != "data_path"},
-        "note": NOTE,
+        "note": note(settings),
     }
     item, user = source.item_tokens, source.user_tokens
     augment_lines = [f"{source.uid_field}:token\tgenerated_{source.iid_field}{source.list_suffix}:token_seq\n"]
     augment_lines += [f"{user[u]}\t{' '.join(item[prefixes[u]])}\n" for u in users]
-    files = {f"{name}.{split}.inter": source.split_lines(split, prefixes if split == "train" else None)
+    everywhere = settings["aug_eval_histories"] == "augmented"
+    files = {f"{name}.{split}.inter": source.split_lines(split, prefixes if split == "train" or everywhere else None)
              for split in SPLITS}
     files[f"{name}.augment"] = augment_lines
     files[MANIFEST] = [json.dumps(manifest, indent=2, sort_keys=True) + "\n"]
@@ -397,7 +406,7 @@ def format_report(model, dataset, result):
     header = (f"{model} on {dataset}: original data against data augmented by {NAME} ({augmentation.name}: "
               f"{manifest['settings']['aug_num']} generated items before the sequences of "
               f"{manifest['augmented_users']} of {manifest['users']} users)")
-    rows = [header, NOTE, "",
+    rows = [header, manifest["note"], "",
             f"{'metric':<12}{'valid':>10}{'valid aug':>11}{'test':>10}{'test aug':>10}{'test change':>13}"]
     keys = list(dict.fromkeys(k for run in runs for k in list(run["best_valid_result"] or {})
                               + list(run["test_result"] or {})))
