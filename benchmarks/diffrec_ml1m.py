@@ -2,6 +2,7 @@
 next to the figures the paper and others report (issue 4).
 
     python benchmarks/diffrec_ml1m.py [--epochs 1000] [--data_path DIR] [--model DiffRec|LDiffRecAuto]
+        [--set KEY=VALUE ...] [--tag NAME]
 
 Data: ../shared/datasets/ml-1m-diffrec, the exact train/valid/test files of YiyanXu/DiffRec (ml-1m_clean) as
 RecBole benchmark files. Setting: properties/config/<model>-ml-1m-official.yaml (official inference.py values in
@@ -15,6 +16,8 @@ import argparse
 import os
 import sys
 import time
+
+import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import HERE, SHARED_DATA, write_result  # noqa: E402
@@ -39,6 +42,8 @@ def main():
     parser.add_argument("--data_path", default=SHARED_DATA)
     parser.add_argument("--epochs", type=int, default=None, help="cap on epochs (default: the config's 1000)")
     parser.add_argument("--config", default=None, help="default: properties/config/<model>-ml-1m-official.yaml")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of the setting (yaml value)")
+    parser.add_argument("--tag", default="", help="result file <model>_<dataset>_official[_<tag>].md")
     args = parser.parse_args()
 
     from recbole_diffusion.quick_start import run_recbole_diffusion
@@ -47,6 +52,11 @@ def main():
     overrides = {"data_path": args.data_path, "state": "INFO", "show_progress": False}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    for pair in args.set or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
+        overrides[key] = yaml.safe_load(value)
     if args.model == "LDiffRecAuto":
         overrides["item_emb_file"] = os.path.join(args.data_path, args.dataset, "item_emb.npy")
     argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config reads --key=value from argv: ours are not config keys
@@ -73,7 +83,7 @@ def main():
         lines.append(f"| reference, test: {source} | {cell(recall)} | {cell(ndcg)} | | |")
     lines += ["", "Setting used (the named config, then these overrides: "
               f"{', '.join(f'{k}={v}' for k, v in overrides.items())}):", "", "```", *setting, "```"]
-    write_result(f"{args.model.lower()}_{args.dataset}_official", lines)
+    write_result(f"{args.model.lower()}_{args.dataset}_official" + (f"_{args.tag}" if args.tag else ""), lines)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python benchmarks/diffuasr_beauty.py [--epochs 20] [--hidden_size 64] [--max_len 50] [--data_path DIR]
         [--models SASRec,DiffuRec] [--short_quantile 0.2] [--work_dir saved/diffuasr_benchmark]
-        [--aug KEY=VALUE ...] [--set KEY=VALUE ...]
+        [--aug KEY=VALUE ...] [--set KEY=VALUE ...] [--tag NAME]
 
 The generator is trained once with ``properties/model/DiffuASR.yaml`` (``--aug aug_epochs=500`` overrides a key)
 and its augmented dataset is shared by every model. One budget: each model trains ``--epochs`` epochs (no early
@@ -81,6 +81,7 @@ def main():
     parser.add_argument("--work_dir", default=os.path.join("saved", "diffuasr_benchmark"))
     parser.add_argument("--aug", action="append", metavar="KEY=VALUE", help="a DiffuASR key, e.g. aug_epochs=500")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="a key of every model, e.g. n_layers=2")
+    parser.add_argument("--tag", default="", help="result file benchmarks/results/diffuasr_<dataset>[_<tag>].md")
     args = parser.parse_args()
     command = list(sys.argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from argv: ours are not config keys
@@ -151,7 +152,7 @@ def main():
         "| model | NDCG@10 all | Hit@10 all | NDCG@10 short | Hit@10 short |", "|---|---:|---:|---:|---:|", *gains,
     ]
     sys.argv = command
-    write_result(f"diffuasr_{args.dataset}", lines)
+    write_result(f"diffuasr_{args.dataset}" + (f"_{args.tag}" if args.tag else ""), lines)
 
 
 if __name__ == "__main__":
