@@ -105,6 +105,12 @@ class SafeCheckpointMixin:
         name = f"{config['model']}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:6]}.pth"
         self.saved_model_file = os.path.join(self.checkpoint_dir, name)
 
+    def _build_optimizer(self, **kwargs):
+        # A model may hand its parameters over in groups with their own learning rates (``optimizer_groups``).
+        if "params" not in kwargs and hasattr(self.model, "optimizer_groups"):
+            kwargs["params"] = self.model.optimizer_groups()
+        return super()._build_optimizer(**kwargs)
+
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return

@@ -224,6 +224,21 @@ def test_ddrm_freeze_backbone_is_an_explicit_option(general_config, freeze):
     assert torch.equal(model.item_embedding.weight, before) == freeze
 
 
+@pytest.mark.parametrize("mlp_lr", [None, 0.0005])
+def test_ldiffrec_denoiser_learning_rate_is_the_official_lr2_option(general_config, mlp_lr):
+    """mlp_learning_rate gives the denoiser MLP its own Adam rate (official lr2) and the autoencoder keeps
+    learning_rate (lr1); unset, one group as RecBole. Every parameter is optimised exactly once."""
+    config = config_of("LDiffRecAuto", general_config, learning_rate=0.002, mlp_learning_rate=mlp_lr)
+    *_, model, trainer = build(config)
+    groups = trainer.optimizer.param_groups
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in model.parameters())
+    if mlp_lr is None:
+        assert [g["lr"] for g in groups] == [0.002]
+    else:
+        assert [g["lr"] for g in groups] == [0.002, mlp_lr]
+        assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.mlp.parameters()}
+
+
 @pytest.mark.parametrize("model", ["LDiffRecAuto", "DDRM"])
 def test_saved_model_reloads_with_the_same_scores(general_config, model):
     """load_data_and_model finds the cached clusters / embeddings again and rebuilds the trained model exactly."""
@@ -245,6 +260,8 @@ def test_saved_model_reloads_with_the_same_scores(general_config, model):
     (["--model=LDiffRecAuto", "--n_cate=41"], "n_cate=41 for LDiffRecAuto: 41 item clusters asked for, but dataset "
                                               "'gtoy' has only 40 items"),
     (["--model=LDiffRecAuto", "--item_emb_file=missing.npy"], "item_emb_file 'missing.npy' does not exist"),
+    (["--model=LDiffRecAuto", "--mlp_learning_rate=-1"], "Invalid hyperparameter mlp_learning_rate=-1 for "
+                                                         "LDiffRecAuto: must be a number > 0"),
     (["--model=DDRM", "--alpha=1.5"], "Invalid hyperparameter alpha=1.5 for DDRM: must be a number in [0, 1]"),
     (["--model=DDRM", "--backbone=LightGNC"], "backbone='LightGNC' for DDRM: must be one of BPR, LightGCN. Did you "
                                               "mean 'LightGCN'?"),

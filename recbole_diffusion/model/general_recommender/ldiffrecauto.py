@@ -26,7 +26,7 @@ from recbole.model.init import xavier_normal_initialization
 from recbole.model.layers import MLPLayers
 from torch import nn
 
-from recbole_diffusion.utils import RecBoleDiffusionError, check_positive_int
+from recbole_diffusion.utils import RecBoleDiffusionError, check_positive, check_positive_int
 
 
 class ClusteredAutoEncoder(AutoEncoder):
@@ -93,6 +93,8 @@ class LDiffRecAuto(LDiffRec):
     def check_config(cls, config):
         """Checks that need no data; the cluster count against the items is checked once the data is loaded."""
         check_positive_int(config, cls.__name__, "n_cate", "steps", "embedding_size")
+        if config["mlp_learning_rate"] is not None:
+            check_positive(config, cls.__name__, "mlp_learning_rate")
         if not config["in_dims"] or any(not isinstance(d, int) or d < 1 for d in config["in_dims"]):
             raise RecBoleDiffusionError(
                 f"Invalid hyperparameter in_dims={config['in_dims']!r} for {cls.__name__}: must be a non-empty list of "
@@ -131,6 +133,7 @@ class LDiffRecAuto(LDiffRec):
         self.vae_anneal_cap = config["vae_anneal_cap"]
         self.vae_anneal_steps = config["vae_anneal_steps"]
         self.item_cluster_file = config["item_cluster_file"]
+        self.mlp_learning_rate = config["mlp_learning_rate"]
         self.update_count = 0
         self.update_count_vae = 0
 
@@ -146,6 +149,15 @@ class LDiffRecAuto(LDiffRec):
         self.latent_size = in_dims[-1]
         self.mlp = DNN(dims=[self.latent_size] + config["dims_dnn"] + [self.latent_size], emb_size=self.emb_size,
                        time_type="cat", norm=self.norm, act_func=self.mlp_act_func)
+
+    def optimizer_groups(self):
+        """What the trainer optimises (``SafeCheckpointMixin._build_optimizer``): with ``mlp_learning_rate`` set, the
+        denoiser MLP at that rate and the autoencoder at ``learning_rate``, the official lr2 and lr1; else one group."""
+        if self.mlp_learning_rate is None:
+            return self.parameters()
+        mlp = {id(p) for p in self.mlp.parameters()}
+        return [{"params": [p for p in self.parameters() if id(p) not in mlp]},
+                {"params": list(self.mlp.parameters()), "lr": self.mlp_learning_rate}]
 
     def load_cluster_ids(self):
         """Cluster ids [n_items] from ``item_cluster_file``, -1 at [PAD]."""
