@@ -1,6 +1,6 @@
 """The general diffusion family next to RecBole's BPR and LightGCN on ML-1M, one budget (issue 4).
 
-    python benchmarks/general_ml1m.py [--epochs 20] [--data_path DIR] [--models BPR,LightGCN,...]
+    python benchmarks/general_ml1m.py [--epochs 20] [--data_path DIR] [--models BPR,LightGCN,...] [--tag NAME]
 
 Data: the official DiffRec ML-1M split (../shared/datasets/ml-1m-diffrec: its train/valid/test files, RecBole's
 full ranking with train items masked at validation and train + valid items at test). T-DiffRec weights each user's
@@ -75,6 +75,7 @@ def main():
                         help="where the copy with timestamps goes (default saved/benchmark_data)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--tag", default="", help="result file benchmarks/results/general_<dataset>[_<tag>].md")
     args = parser.parse_args()
 
     from recbole_diffusion import pretrain
@@ -126,7 +127,7 @@ def main():
         "(clusters from the pretrained LightGCN); DDRM properties/model/DDRM.yaml; BPR, LightGCN RecBole's defaults.",
     ]
     sys.argv = argv
-    write_result(f"general_{args.dataset}", lines)
+    write_result(f"general_{args.dataset}" + (f"_{args.tag}" if args.tag else ""), lines)
 
 
 if __name__ == "__main__":
