@@ -10,7 +10,7 @@ stopping; the last epoch's model is tested) on the original data and on the augm
 settings and seed; hidden size and history length are common to all (``--set KEY=VALUE`` sets any other key of
 every model). Test: leave-one-out, full ranking over all items, RecBole's evaluator; generated items are only
 training context: the test targets and histories are the original data's (``--aug aug_eval_histories=augmented``
-puts them before the test histories too, the paper's protocol).
+puts them before the test histories too, as the official code does).
 
 Reported: NDCG@10 and Hit@10 for all test users and, on its own, for the short-sequence (long-tail) users, whom
 we define as the bottom ``--short_quantile`` (20%) of users by sequence length, the interactions of the user in

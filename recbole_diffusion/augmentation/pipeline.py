@@ -23,7 +23,7 @@
      of a prepended .inter file would have made each generated item after the first a target, which is why the
      files are written pre-split.
    * valid and test: the original validation and test samples, targets and histories unchanged: generated
-     items are used only as training context. With ``aug_eval_histories: augmented`` (the paper's protocol) the
+     items are used only as training context. With ``aug_eval_histories: augmented`` (the official code's protocol) the
      generated items precede these histories too, cut the same way; the targets stay the original ones.
 
    ``<name>.augment`` lists each augmented user's generated items (oldest first) and ``diffuasr.json`` records
@@ -54,7 +54,7 @@ SPLITS = ("train", "valid", "test")
 NOTE = ("Generated items are used only as training context: the validation and test targets and their "
         "histories are the original data's.")
 NOTE_AUGMENTED = ("aug_eval_histories=augmented: the generated items also precede the validation and test "
-                  "histories (the paper's protocol); the validation and test targets are the original data's.")
+                  "histories (the official code's protocol); the validation and test targets are the original data's.")
 
 
 def note(settings):
