@@ -11,6 +11,7 @@ import sys
 import time
 
 import torch
+import yaml
 
 from recbole_diffusion.compare import count_parameters, record_epoch_times, timed_evaluate
 
@@ -76,8 +77,21 @@ def evaluate_timed(trainer, test_data):
     return {"test": dict(result), "infer_ms_per_user": ms_per_user}
 
 
-def write_result(name, lines):
-    """Print ``lines`` and keep them in benchmarks/results/<name>.md with the date and the machine."""
+def key_values(pairs):
+    """['aug_epochs=500', ...] (a script's repeated --set/--aug) -> {'aug_epochs': 500, ...}, values read as yaml
+    (numbers, lists, booleans)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def write_result(name, lines, tag=""):
+    """Print ``lines`` and keep them in benchmarks/results/<name>[_<tag>].md with the date and the machine."""
+    name = f"{name}_{tag}" if tag else name
     text = "\n".join([f"# {name}", "", f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} on {machine()}.",
                       f"Command: `python {' '.join(sys.argv)}`", "", *lines, ""])
     print(text)

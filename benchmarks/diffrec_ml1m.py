@@ -17,10 +17,8 @@ import os
 import sys
 import time
 
-import yaml
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import HERE, SHARED_DATA, write_result  # noqa: E402
+from common import HERE, SHARED_DATA, key_values, write_result  # noqa: E402
 
 # What others report for ML-1M clean with the official split. Each row says where it comes from.
 REFERENCE = {
@@ -52,11 +50,7 @@ def main():
     overrides = {"data_path": args.data_path, "state": "INFO", "show_progress": False}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    for pair in args.set or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
-        overrides[key] = yaml.safe_load(value)
+    overrides.update(key_values(args.set))
     if args.model == "LDiffRecAuto":
         overrides["item_emb_file"] = os.path.join(args.data_path, args.dataset, "item_emb.npy")
     argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config reads --key=value from argv: ours are not config keys
@@ -83,7 +77,7 @@ def main():
         lines.append(f"| reference, test: {source} | {cell(recall)} | {cell(ndcg)} | | |")
     lines += ["", "Setting used (the named config, then these overrides: "
               f"{', '.join(f'{k}={v}' for k, v in overrides.items())}):", "", "```", *setting, "```"]
-    write_result(f"{args.model.lower()}_{args.dataset}_official" + (f"_{args.tag}" if args.tag else ""), lines)
+    write_result(f"{args.model.lower()}_{args.dataset}_official", lines, args.tag)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,9 @@ import sys
 import time
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import SHARED_DATA, timed_run, write_result  # noqa: E402
+from common import SHARED_DATA, key_values, timed_run, write_result  # noqa: E402
 
 from recbole.data.dataloader import FullSortEvalDataLoader  # noqa: E402
 from recbole.utils import init_logger  # noqa: E402
@@ -38,17 +37,6 @@ from recbole.utils import init_logger  # noqa: E402
 from recbole_diffusion.augmentation.pipeline import augment_dataset, augmentation_config  # noqa: E402
 
 BASELINES = ("SASRec", "BERT4Rec")
-
-
-def key_values(pairs):
-    """['aug_epochs=500', ...] -> {'aug_epochs': 500, ...}, values read as yaml (numbers, lists, booleans)."""
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def short_users(augmentation, quantile):
@@ -152,7 +140,7 @@ def main():
         "| model | NDCG@10 all | Hit@10 all | NDCG@10 short | Hit@10 short |", "|---|---:|---:|---:|---:|", *gains,
     ]
     sys.argv = command
-    write_result(f"diffuasr_{args.dataset}" + (f"_{args.tag}" if args.tag else ""), lines)
+    write_result(f"diffuasr_{args.dataset}", lines, args.tag)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def main():
         "(clusters from the pretrained LightGCN); DDRM properties/model/DDRM.yaml; BPR, LightGCN RecBole's defaults.",
     ]
     sys.argv = argv
-    write_result(f"general_{args.dataset}" + (f"_{args.tag}" if args.tag else ""), lines)
+    write_result(f"general_{args.dataset}", lines, args.tag)
 
 
 if __name__ == "__main__":
