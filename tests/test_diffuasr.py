@@ -211,9 +211,9 @@ def test_paper_protocol_puts_the_generated_items_before_eval_histories_too(scrat
     paper = augment(scratch / "data", aug_eval_histories="augmented")
     assert paper.name != augmented.name and paper.manifest["note"] == NOTE_AUGMENTED
     assert generated_items(paper) == generated_items(augmented)
-    train = f"{{}}.train.inter"
-    assert (open(os.path.join(paper.folder, train.format(paper.name))).read().splitlines()[1:]
-            == open(os.path.join(augmented.folder, train.format(augmented.name))).read().splitlines()[1:])
+    train_rows = [open(os.path.join(a.folder, f"{a.name}.train.inter")).read().splitlines()[1:]
+                  for a in (paper, augmented)]
+    assert train_rows[0] == train_rows[1]
     original, (_, o_valid, o_test) = load("toy", data_path=str(scratch / "data"))
     aug, (_, a_valid, a_test) = load(paper.name, **paper.overrides)
     generated, L = generated_items(paper), SASREC["MAX_ITEM_LIST_LENGTH"]

@@ -57,11 +57,6 @@ NOTE_AUGMENTED = ("aug_eval_histories=augmented: the generated items also preced
                   "histories (the official code's protocol); the validation and test targets are the original data's.")
 
 
-def note(settings):
-    """What the report says about the validation and test samples of an augmented dataset."""
-    return NOTE_AUGMENTED if settings.get("aug_eval_histories") == "augmented" else NOTE
-
-
 def diffuasr_yaml():
     return os.path.join(properties_dir(), "model", f"{NAME}.yaml")
 
@@ -332,6 +327,7 @@ def augment_dataset(config):
     prefixes[users] = generated
     logger.info(f"{NAME}: generated {M} items for each of {len(users)} users")
 
+    everywhere = settings["aug_eval_histories"] == "augmented"  # generated items before valid/test histories too
     manifest = {
         "augmenter": NAME,
         "dataset": name,
@@ -343,12 +339,11 @@ def augment_dataset(config):
         "generator_epochs": len(losses),
         "generator_loss": {"first_epoch": losses[0], "best_epoch": min(losses)},
         "load_with": {k: v for k, v in augmented_overrides(source, data_root).items() if k != "data_path"},
-        "note": note(settings),
+        "note": NOTE_AUGMENTED if everywhere else NOTE,
     }
     item, user = source.item_tokens, source.user_tokens
     augment_lines = [f"{source.uid_field}:token\tgenerated_{source.iid_field}{source.list_suffix}:token_seq\n"]
     augment_lines += [f"{user[u]}\t{' '.join(item[prefixes[u]])}\n" for u in users]
-    everywhere = settings["aug_eval_histories"] == "augmented"
     files = {f"{name}.{split}.inter": source.split_lines(split, prefixes if split == "train" or everywhere else None)
              for split in SPLITS}
     files[f"{name}.augment"] = augment_lines
