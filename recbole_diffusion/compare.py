@@ -64,7 +64,7 @@ from recbole_diffusion.config import Config
 from recbole_diffusion.data import check_dataset_exists, create_dataset
 from recbole_diffusion.quick_start import _check_model_config, build
 from recbole_diffusion.registry import get_model, our_model_names
-from recbole_diffusion.utils import RecBoleDiffusionError, did_you_mean
+from recbole_diffusion.utils import RecBoleDiffusionError, did_you_mean, write_atomic, write_text
 
 # Keys that change how a run is shown or stored, not what it computes: left out of a run's identity.
 # The first group are the comparison's own command-line flags, which RecBole's Config also reads from argv.
@@ -467,20 +467,6 @@ def csv_text(rows, metrics):
     return buffer.getvalue()
 
 
-def _write_atomic(path, write):
-    """``write(tmp_path)`` then rename: an interruption never leaves a half-written report."""
-    tmp = f"{path}.tmp"
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    _write_atomic(path, write)
-
-
 def write_plot(path, rows, metrics, title):
     """Bar chart: test metrics grouped by metric, then training s/epoch and inference ms/user; std error bars.
 
@@ -514,7 +500,7 @@ def write_plot(path, rows, metrics, title):
         ax.set_xticks(range(n), [row["model"] for row in rows], rotation=45, ha="right")
         ax.set_title(label, fontsize="medium")
     fig.suptitle(title + " (mean ± std over seeds)")
-    _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
 def write_report(output_dir, runs, models, header, plot=True):
@@ -523,8 +509,8 @@ def write_report(output_dir, runs, models, header, plot=True):
     significance = paired_test(rows, runs)
     lines = header + [""] + markdown_table(rows, metrics) + ["", "**Significance.** " + significance["text"], "",
                                                            _COLUMN_NOTE]
-    _write_text(os.path.join(output_dir, "comparison.md"), "\n".join(lines) + "\n")
-    _write_text(os.path.join(output_dir, "comparison.csv"), csv_text(rows, metrics))
+    write_text(os.path.join(output_dir, "comparison.md"), "\n".join(lines) + "\n")
+    write_text(os.path.join(output_dir, "comparison.csv"), csv_text(rows, metrics))
     if plot and rows:
         write_plot(os.path.join(output_dir, "comparison.png"), rows, metrics, header[0].lstrip("# "))
     return rows, metrics, significance

@@ -22,6 +22,7 @@ Ray is imported inside functions only, so ``import recbole_diffusion`` stays Ray
 """
 
 import csv
+import io
 import json
 import math
 import os
@@ -32,7 +33,7 @@ import sys
 
 import yaml
 
-from recbole_diffusion.utils import RecBoleDiffusionError, did_you_mean
+from recbole_diffusion.utils import RecBoleDiffusionError, did_you_mean, write_atomic, write_text
 
 # name -> its arguments in the yaml, e.g. ``learning_rate: {loguniform: [1e-4, 1e-2]}``
 DISTRIBUTIONS = {
@@ -587,14 +588,14 @@ def _cell(value, metric=True):
 
 def _write_table(rows, space, csv_path, md_path):
     columns = list(rows[0])
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    write_text(csv_path, buffer.getvalue(), newline="")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row[c], metric=c not in space) for c in columns) + " |" for row in rows]
-    with open(md_path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text(md_path, "\n".join(lines) + "\n")
     return "\n".join(lines)
 
 
@@ -607,8 +608,7 @@ def _write_best_yaml(best, space, path, model, dataset, metric, total):
         "# Only the tuned keys. Train with them:",
         f"#   python run_recbole_diffusion.py --model={model} --dataset={dataset} --config_files={path}",
     ]
-    with open(path, "w") as f:
-        f.write("\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False))
+    write_text(path, "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False))
     return config
 
 
@@ -633,7 +633,7 @@ def _plot_curves(curves, path, model, dataset, metric):
     if 0 < len(curves) <= 20:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
 def _saved_statuses(output_dir):

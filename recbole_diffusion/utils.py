@@ -1,6 +1,7 @@
-"""Errors that speak to the user, and hyperparameter checks shared by every model."""
+"""Errors that speak to the user, hyperparameter checks shared by every model, and atomic report writes."""
 
 import difflib
+import os
 
 
 class RecBoleDiffusionError(ValueError):
@@ -66,3 +67,18 @@ def check_positive(config, model, *keys):
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise _bad(model, key, value, "must be a number > 0")
+
+
+def write_atomic(path, write):
+    """``write(tmp_path)`` then rename: an interruption never leaves a half-written report."""
+    tmp = f"{path}.tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_text(path, text, newline=None):
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
+            f.write(text)
+    write_atomic(path, write)
