@@ -36,6 +36,8 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", type=str, default=None,
                         help="with --compare: folder of the report (default compare_<dataset>); "
                              "with --tune: folder of the sweep (default saved/tune/<model>-<dataset>)")
+    parser.add_argument("--popularity_floor", type=str, default="True",
+                        help="with --compare: False leaves out the popularity row (SeqPop/Pop) added by default")
     parser.add_argument("--keep_checkpoints", type=str, default="False",
                         help="with --compare: True keeps each run's best model under <output_dir>/checkpoints")
     # Sweep flags (recbole_diffusion/tune.py): numbers read as text and checked there, one error line each.
@@ -82,6 +84,7 @@ def run_comparison(args, config_files):
             "budget_epochs", args.budget_epochs),
         output_dir=args.output_dir,
         keep_checkpoints=compare.parse_bool("keep_checkpoints", args.keep_checkpoints),
+        popularity_floor=compare.parse_bool("popularity_floor", args.popularity_floor),
     )
     with open(result["files"]["comparison.md"], encoding="utf-8") as f:
         print("\n" + f.read())
@@ -101,9 +104,32 @@ def run_augmentation(args, config_files):
     return result
 
 
+def check_options(args, config_files):
+    """``--key=value`` options that no loaded yaml defines are errors (with a did-you-mean), before anything
+    runs: a misspelt key would otherwise be silently ignored. ``--compare`` checks its own (per model)."""
+    if args.compare is not None:
+        return
+    from recbole_diffusion.config import Config, properties_dir
+    from recbole_diffusion.validation import check_command_line_keys
+
+    also = set()
+    if args.augment is not None:  # the augmenter's keys (aug_*) are read from its own yaml
+        path = os.path.join(properties_dir(), "model", f"{args.augment}.yaml")
+        if os.path.isfile(path):
+            import yaml
+
+            with open(path, encoding="utf-8") as f:
+                also |= set(yaml.safe_load(f) or {})
+    if args.tune is not None:  # the sweep's keys live in the space file, applied on top
+        also |= {"space"}
+    config = Config(model=args.model, dataset=args.dataset, config_file_list=config_files)
+    check_command_line_keys(config, also)
+
+
 def main(argv=None):
     args = parse_args(argv)
     config_files = [os.path.abspath(f) for f in args.config_files.strip().split(" ")] if args.config_files else None
+    check_options(args, config_files)
     if args.augment is not None:
         return run_augmentation(args, config_files)
     if args.compare is not None:

@@ -44,6 +44,11 @@ Design choices, and why:
   line thus apply to every model and beat every yaml file; settings tuned per model belong in its yaml.
 * **Diffusion or baseline.** A model from recbole_diffusion's own model packages (the registry) is a
   diffusion model; anything else (RecBole's) is a baseline.
+* **The popularity floor.** Unless ``popularity_floor=False`` (``--popularity_floor=False``), the comparison
+  adds the popularity ranking of its protocol: ``SeqPop`` when the models are sequential (same split and
+  evaluator), RecBole's ``Pop`` otherwise. Its row is the first of the table, of kind ``floor``; it is never
+  the "best baseline" of the significance test, and every model whose mean test value of the validation metric
+  is not above the floor's is marked in the table and listed under it.
 """
 
 import copy
@@ -61,15 +66,17 @@ from recbole.utils import init_logger, init_seed
 from recbole.utils.argument_list import dataset_arguments
 
 from recbole_diffusion.config import Config
-from recbole_diffusion.data import check_dataset_exists, create_dataset
-from recbole_diffusion.quick_start import _check_model_config, build
+from recbole_diffusion.data import create_dataset
+from recbole_diffusion.quick_start import build, preflight
 from recbole_diffusion.registry import get_model, our_model_names
 from recbole_diffusion.utils import RecBoleDiffusionError, did_you_mean, write_atomic, write_text
+from recbole_diffusion.validation import unknown_command_line_keys, unknown_key_error
 
 # Keys that change how a run is shown or stored, not what it computes: left out of a run's identity.
 # The first group are the comparison's own command-line flags, which RecBole's Config also reads from argv.
 _NOT_SETTINGS = {
     "compare", "seeds", "budget_epochs", "model_config", "output_dir", "keep_checkpoints", "config_files",
+    "popularity_floor",
     "state", "show_progress", "checkpoint_dir", "log_wandb", "wandb_project",
     "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",
 }
@@ -127,6 +134,18 @@ def parse_bool(flag, value):
     if text not in ("true", "false"):
         raise RecBoleDiffusionError(f"--{flag} must be True or False, got {value!r}.")
     return text == "true"
+
+
+def popularity_floor_for(models):
+    """The popularity model of the models' protocol: SeqPop for sequential models, RecBole's Pop otherwise."""
+    from recbole.utils import ModelType
+
+    sequential = all(get_model(m).type == ModelType.SEQUENTIAL for m in models)
+    return "SeqPop" if sequential else "Pop"
+
+
+def is_floor(model):
+    return model == "Pop" or getattr(get_model(model), "is_popularity_floor", False)
 
 
 def check_inputs(models, seeds, model_config_files, config_file_list, budget_epochs):
@@ -503,12 +522,34 @@ def write_plot(path, rows, metrics, title):
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
+def below_floor(rows, runs):
+    """Models whose mean test value of the validation metric is not above the popularity floor's: (floor row
+    or None, [model names])."""
+    floor = next((row for row in rows if row["kind"] == "floor"), None)
+    if floor is None or not runs:
+        return None, []
+    metric = runs[0]["valid_metric"]
+    level = floor["values"][metric][0]
+    return floor, [row["model"] for row in rows if row["kind"] != "floor" and row["values"][metric][0] <= level]
+
+
 def write_report(output_dir, runs, models, header, plot=True):
     """Write comparison.md, .csv (and .png) for ``runs``; returns (summary rows, metrics, significance)."""
     rows, metrics = summarize(runs, models)
     significance = paired_test(rows, runs)
-    lines = header + [""] + markdown_table(rows, metrics) + ["", "**Significance.** " + significance["text"], "",
-                                                           _COLUMN_NOTE]
+    floor, below = below_floor(rows, runs)
+    table = markdown_table(rows, metrics)
+    floor_text = []
+    if floor is not None:
+        metric = runs[0]["valid_metric"]
+        for name in below:
+            index = next(i for i, line in enumerate(table) if line.startswith(f"| {name} |"))
+            table[index] = table[index].replace(f"| {name} |", f"| {name} (not above popularity) |", 1)
+        floor_text = ["", f"**Popularity floor.** {floor['model']} (items ranked by training frequency, same split "
+                          f"and evaluator): test {metric} {floor['values'][metric][0]:.4f}. "
+                      + (f"Not above it: {', '.join(below)}." if below else "Every model is above it.")]
+    lines = header + [""] + table + floor_text + ["", "**Significance.** " + significance["text"], "",
+                                                  _COLUMN_NOTE]
     write_text(os.path.join(output_dir, "comparison.md"), "\n".join(lines) + "\n")
     write_text(os.path.join(output_dir, "comparison.csv"), csv_text(rows, metrics))
     if plot and rows:
@@ -529,7 +570,7 @@ _COLUMN_NOTE = (
 # The comparison
 # ----------------------------------------------------------------------------------------------------------
 def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=None, config_dict=None,
-            budget_epochs=None, output_dir=None, keep_checkpoints=False, say=_say):
+            budget_epochs=None, output_dir=None, keep_checkpoints=False, popularity_floor=True, say=_say):
     """Train and test every model with every seed on one prepared dataset; write the report files.
 
     Args:
@@ -543,6 +584,7 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         budget_epochs (int): if given, ``epochs`` for every model.
         output_dir (str): where the files go (default ``compare_<dataset>``).
         keep_checkpoints (bool): also keep each run's best model on disk under ``output_dir/checkpoints``.
+        popularity_floor (bool): add the popularity model of the protocol (SeqPop or Pop) as the first row.
         say (callable): receives each progress line.
 
     Returns:
@@ -554,6 +596,9 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
     config_file_list = [os.path.abspath(f) for f in (config_file_list or [])]
     model_config_files = {m: os.path.abspath(f) for m, f in (model_config_files or {}).items()}
     check_inputs(list(models), seeds, model_config_files, config_file_list, budget_epochs)
+    models = list(models)
+    if popularity_floor and not any(is_floor(m) for m in models):
+        models.insert(0, popularity_floor_for(models))
     output_dir = os.path.abspath(output_dir or f"compare_{dataset}")
     ours = set(our_model_names())
 
@@ -569,15 +614,22 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         files = config_file_list + ([model_config_files[model]] if model in model_config_files else [])
         config = Config(model=model, dataset=dataset, config_file_list=files or None, config_dict=config_dict)
         config["reproducibility"] = True
-        if budget_epochs is not None:
+        if budget_epochs is not None and not is_floor(model):  # the floor learns nothing: one pass
             config["epochs"] = budget_epochs
         if keep_checkpoints:
             config["checkpoint_dir"] = os.path.join(output_dir, "checkpoints")
         if isinstance(config["epochs"], bool) or not isinstance(config["epochs"], int) or config["epochs"] < 1:
             raise RecBoleDiffusionError(f"epochs={config['epochs']!r} for {model}: a comparison trains at least 1.")
-        _check_model_config(config)
-        check_dataset_exists(config)
+        preflight(config, say)
         configs[model] = (config, files)
+
+    # Command-line options: one that no compared model knows is an error; one that some ignore is reported.
+    unknown = {model: set(unknown_command_line_keys(configs[model][0])) for model in models}
+    nobody = [key for key in shared.cmd_config_dict if all(key in unknown[m] for m in models)]
+    if nobody:
+        raise unknown_key_error(nobody, configs[models[-1]][0])
+    ignored = {key: [m for m in models if key in unknown[m]] for key in shared.cmd_config_dict
+               if any(key in unknown[m] for m in models)}
 
     os.makedirs(output_dir, exist_ok=True)
     runs_path = os.path.join(output_dir, "runs.jsonl")
@@ -623,6 +675,9 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
               f"Epochs: {budget}. Device: {shared['device']}. One prepared dataset shared by every model with the "
               f"same dataset settings; eval_args {_canonical(shared['eval_args'])}, best epoch by validation "
               f"{shared['valid_metric']}."]
+    if ignored:
+        header += ["", "Command-line options that some models do not read: " + "; ".join(
+            f"--{key} (ignored by {', '.join(names)})" for key, names in ignored.items()) + "."]
 
     def current_runs():
         return [done[(m, s)] for s in seed_list for m in models if (m, s) in done]
@@ -639,8 +694,9 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         label = f"[{number}/{len(plan)}] {model} seed {seed}"
         say(f"{label}: training (epochs <= {config['epochs']}, valid metric {config['valid_metric']})")
         start = time.perf_counter()
-        record = {"model": model, "dataset": dataset, "seed": seed, "settings": key,
-                  "kind": "diffusion" if model in ours else "baseline", "config_files": files}
+        kind = "floor" if is_floor(model) else "diffusion" if model in ours else "baseline"
+        record = {"model": model, "dataset": dataset, "seed": seed, "settings": key, "kind": kind,
+                  "config_files": files}
         dataset_copy = copy.deepcopy(datasets[dataset_keys[model]])  # build() rewrites it: the original stays unbuilt
         record.update(train_and_test(config, dataset_copy, label, keep_checkpoints, say))
         record["finished"] = datetime.datetime.now().isoformat(timespec="seconds")

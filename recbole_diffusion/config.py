@@ -9,6 +9,7 @@ Config files, ``config_dict`` and ``--key=value`` on the command line override a
 
 import os
 
+import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.config import configurator
 
@@ -33,7 +34,74 @@ def properties_dir():
     )
 
 
+# RecBole's default negative sampling (its overall.yaml), for the models and losses that need negatives.
+RECBOLE_TRAIN_NEG_SAMPLE_ARGS = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False,
+                                 "candidate_num": 0}
+
+
+def needs_negatives(model_class, loss_type):
+    """Whether a model trains on sampled negative items: a pairwise model, or one whose pairwise loss is chosen
+    by ``loss_type`` (RecBole's sequential models with ``loss_type: BPR``)."""
+    from recbole.utils import InputType
+
+    input_type = getattr(model_class, "input_type", None)
+    if input_type is not None:
+        return input_type == InputType.PAIRWISE
+    return loss_type == "BPR"
+
+
 class Config(RecBoleConfig):
+    def _load_config_files(self, file_list):
+        """RecBole's loading of the user's yaml files, with one clear line for a missing file, a YAML syntax
+        error (file, line and column) or a file that is not a mapping of keys to values."""
+        loaded = {}
+        for file in file_list or []:
+            if not os.path.isfile(file):
+                raise RecBoleDiffusionError(f"Config file '{file}' does not exist. Check the path in --config_files.")
+            with open(file, encoding="utf-8") as f:
+                try:
+                    content = yaml.load(f.read(), Loader=self.yaml_loader)
+                except yaml.YAMLError as err:
+                    mark = getattr(err, "problem_mark", None)
+                    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+                    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                    raise RecBoleDiffusionError(
+                        f"YAML error in config file '{file}'{where}: {problem}. Fix that line (one 'key: value' "
+                        f"per line, lists as [a, b])."
+                    ) from None
+            if content is None:
+                continue
+            if not isinstance(content, dict):
+                raise RecBoleDiffusionError(
+                    f"Config file '{file}' holds a {type(content).__name__}, not 'key: value' lines. Write one "
+                    f"setting per line, e.g. 'learning_rate: 0.001'."
+                )
+            loaded.update(content)
+        return loaded
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        try:
+            super().__init__(model, dataset, config_file_list, config_dict)
+        except (ValueError, NotImplementedError) as err:
+            if isinstance(err, RecBoleDiffusionError):
+                raise
+            # RecBole's own configuration checks (eval_args, train_neg_sample_args, ...): one line, not a traceback
+            raise RecBoleDiffusionError(f"Invalid configuration: {err}") from None
+
+    def _set_default_parameters(self):
+        from recbole_diffusion.validation import check_common_keys
+
+        check_common_keys(self)  # before RecBole's own checks, which raise bare exceptions on some of these keys
+        # Negative sampling follows the model and its loss. Our sequential protocol sets train_neg_sample_args: ~
+        # for every sequential model (a CE model would silently train on negatives); a RecBole model whose loss
+        # needs negatives (SASRec with loss_type: BPR, ...) gets RecBole's default sampling back, unless the
+        # user set train_neg_sample_args.
+        final = self.final_config_dict
+        if (final.get("train_neg_sample_args") is None and "train_neg_sample_args" not in self.external_config_dict
+                and needs_negatives(self.model_class, final.get("loss_type"))):
+            final["train_neg_sample_args"] = dict(RECBOLE_TRAIN_NEG_SAMPLE_ARGS)
+        super()._set_default_parameters()
+
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
             model = self.external_config_dict.get("model")

@@ -38,6 +38,18 @@ def check_dataset_exists(config):
         )
 
 
+def check_dataset(config, say=None):
+    """The dataset's files are there and well formed (see ``validation.check_interaction_file``); notes such as
+    users too short for leave-one-out go to ``say`` (default: stderr)."""
+    import sys
+
+    from recbole_diffusion.validation import check_interaction_file
+
+    check_dataset_exists(config)
+    for note in check_interaction_file(config):
+        (say or (lambda text: print(text, file=sys.stderr)))(note)
+
+
 def create_dataset(config):
     check_dataset_exists(config)
     return recbole_create_dataset(config)

@@ -15,10 +15,11 @@ import torch.distributed as dist
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_diffusion.config import Config
-from recbole_diffusion.data import create_dataset, data_preparation
+from recbole_diffusion.data import check_dataset, create_dataset, data_preparation
 from recbole_diffusion.pretrain import prepare as prepare_pretrained
 from recbole_diffusion.registry import get_model, get_trainer
 from recbole_diffusion.trainer import load_checkpoint
+from recbole_diffusion.validation import check_common_keys
 
 
 def _check_model_config(config):
@@ -26,6 +27,14 @@ def _check_model_config(config):
     check = getattr(config.model_class, "check_config", None)
     if check is not None:
         check(config)
+
+
+def preflight(config, say=None):
+    """Every check that needs no data, before anything is loaded, trained or printed: RecBole's common keys,
+    the model's hyperparameters, the dataset's files. One RecBoleDiffusionError line on the first problem."""
+    check_common_keys(config)
+    _check_model_config(config)
+    check_dataset(config, say)
 
 
 def build(config, dataset=None):
@@ -65,6 +74,7 @@ def run_recbole_diffusion(
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    preflight(config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -126,6 +136,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
 def objective_function(config_dict=None, config_file_list=None, saved=True, callback_fn=None):
     """RecBole's hyper-tuning objective: train with a config, return the same dict as RecBole's."""
     config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    preflight(config, say=lambda note: None)
     init_seed(config["seed"], config["reproducibility"])
     for handler in list(logging.root.handlers):
         logging.root.removeHandler(handler)

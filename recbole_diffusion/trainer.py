@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from recbole.utils import get_local_time, set_color
 
-from recbole_diffusion.utils import CheckpointError
+from recbole_diffusion.utils import CheckpointError, TrainingDivergedError
 
 CHECKPOINT_FORMAT = "recbole_diffusion.checkpoint.v1"
 _PATH_KEYS = ("data_path", "checkpoint_dir", "benchmark_filename_dir")
@@ -104,6 +104,23 @@ class SafeCheckpointMixin:
         # each other's best model. A short random suffix keeps every run's file its own.
         name = f"{config['model']}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:6]}.pth"
         self.saved_model_file = os.path.join(self.checkpoint_dir, name)
+
+    def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+        self._epoch_in_progress = epoch_idx
+        return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+
+    def _check_nan(self, loss):
+        # RecBole raises a bare ValueError on NaN only; an infinite loss went on to corrupt the weights.
+        if not bool(torch.isfinite(loss).all()):
+            epoch = getattr(self, "_epoch_in_progress", 0) + 1
+            kept = self.saved_model_file if os.path.isfile(self.saved_model_file) else None
+            raise TrainingDivergedError(
+                f"Training loss became {'NaN' if bool(torch.isnan(loss).any()) else 'infinite'} in epoch {epoch} of "
+                f"{self.config['model']}. Likely fixes: a lower --learning_rate (now {self.config['learning_rate']}), "
+                f"a smaller embedding init (embedding_init_std, where the model has it) or --clip_grad_norm="
+                f"\"{{'max_norm': 5}}\". "
+                + (f"The best model so far is kept in {kept}." if kept else "No checkpoint had been written yet.")
+            )
 
     def _build_optimizer(self, **kwargs):
         # A model may hand its parameters over in groups with their own learning rates (``optimizer_groups``).

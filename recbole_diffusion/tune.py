@@ -408,8 +408,7 @@ def run_sweep(model, dataset, space_file, config_file_list=None, config_dict=Non
     Returns a dict: ``rows`` (the table, best first), ``best_config``, ``output_dir``, ``files``, ``unfinished``.
     """
     from recbole_diffusion.config import Config
-    from recbole_diffusion.data import check_dataset_exists
-    from recbole_diffusion.quick_start import _check_model_config
+    from recbole_diffusion.quick_start import preflight
 
     _check_numbers(num_samples, cpus_per_trial, gpus_per_trial, scheduler)
     space = load_space(space_file)
@@ -422,9 +421,8 @@ def run_sweep(model, dataset, space_file, config_file_list=None, config_dict=Non
         os.environ.pop("CUDA_VISIBLE_DEVICES", None)
     else:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_gpus
-    _check_model_config(config)
+    preflight(config)
     check_space(space, config, space_file)
-    check_dataset_exists(config)
     model, dataset = config["model"], config["dataset"]
     metric, mode = config["valid_metric"].lower(), "max" if config["valid_metric_bigger"] else "min"
 

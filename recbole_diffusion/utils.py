@@ -12,6 +12,10 @@ class CheckpointError(RecBoleDiffusionError):
     """A checkpoint that is missing, corrupt, or not one of ours."""
 
 
+class TrainingDivergedError(RecBoleDiffusionError):
+    """The training loss became NaN or infinite."""
+
+
 def did_you_mean(name, candidates):
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""

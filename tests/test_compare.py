@@ -50,7 +50,8 @@ def _md_row(md_text, model):
 
 def test_two_models_two_seeds_table_equals_runs_and_resumes(workdir, toy_config, counted, monkeypatch, capsys):
     config = dict(toy_config, **FAST_DIFFUREC)
-    result = compare(["DiffuRec", "SASRec"], "toy", seeds=2, config_dict=config, output_dir="out")
+    result = compare(["DiffuRec", "SASRec"], "toy", seeds=2, config_dict=config, output_dir="out",
+                     popularity_floor=False)
     files = result["files"]
     assert result["trained"] == 4 and result["resumed"] == 0
     assert counted == {"datasets": 1, "runs": 4}  # one dataset for both models and both seeds
@@ -98,7 +99,8 @@ def test_two_models_two_seeds_table_equals_runs_and_resumes(workdir, toy_config,
         assert image.size[0] > 0 and image.size[1] > 0
 
     # The same comparison again, through the command line: everything is read back, nothing trained.
-    code, out, err = cli(monkeypatch, capsys, config, "--compare=DiffuRec,SASRec", "--seeds=2", "--output_dir=out")
+    code, out, err = cli(monkeypatch, capsys, config, "--compare=DiffuRec,SASRec", "--seeds=2", "--output_dir=out",
+                         "--popularity_floor=False")
     assert code == 0, err
     assert "resuming: 4 of 4 runs" in out and "| SASRec | baseline | 2 |" in out
     assert counted["runs"] == 4 and counted["datasets"] == 1
@@ -106,13 +108,15 @@ def test_two_models_two_seeds_table_equals_runs_and_resumes(workdir, toy_config,
     monkeypatch.setattr(sys, "argv", ["pytest"])  # RecBole's Config would keep reading the CLI's --key=value
 
     # One more seed: only the two new (model, seed) runs are trained, the table covers all six.
-    result = compare(["DiffuRec", "SASRec"], "toy", seeds=3, config_dict=config, output_dir="out")
+    result = compare(["DiffuRec", "SASRec"], "toy", seeds=3, config_dict=config, output_dir="out",
+                     popularity_floor=False)
     assert result["trained"] == 2 and result["resumed"] == 4 and counted["runs"] == 6
     assert len(_lines(files["runs.jsonl"])) == 6
     assert [row["seeds"] for row in result["summary"]] == [[2020, 2021, 2022]] * 2
 
     # A changed setting is a new run, not a resumed one.
-    result = compare(["SASRec"], "toy", seeds=1, config_dict=dict(config, hidden_size=8), output_dir="out")
+    result = compare(["SASRec"], "toy", seeds=1, config_dict=dict(config, hidden_size=8), output_dir="out",
+                     popularity_floor=False)
     assert result["trained"] == 1 and result["runs"][0]["params"] < runs[1]["params"]
 
 
@@ -123,19 +127,67 @@ def test_shared_dataset_and_best_epoch_equal_a_standalone_run(workdir, toy_confi
     diffurec_yaml, sasrec_yaml = tmp_path / "diffurec.yaml", tmp_path / "sasrec.yaml"
     diffurec_yaml.write_text(yaml.safe_dump(dict(FAST_DIFFUREC, epochs=1)))
     # a learning rate far too high: validation peaks before the last epoch, so the selection matters
-    sasrec_yaml.write_text(yaml.safe_dump({"epochs": 4, "learning_rate": 1.0}))
+    sasrec_yaml.write_text(yaml.safe_dump({"epochs": 8, "learning_rate": 1.0}))
     result = compare(["DiffuRec", "SASRec"], "toy", seeds=1, config_dict=config, output_dir="out",
-                     model_config_files={"DiffuRec": str(diffurec_yaml), "SASRec": str(sasrec_yaml)})
+                     model_config_files={"DiffuRec": str(diffurec_yaml), "SASRec": str(sasrec_yaml)},
+                     popularity_floor=False)
     assert counted["datasets"] == 1
     assert not list((workdir / "saved").glob("*")) and not (workdir / "out" / "checkpoints").exists()
     diffurec, sasrec = result["runs"]
-    assert diffurec["epochs_trained"] == 1 and sasrec["epochs_trained"] == 4
-    assert sasrec["best_epoch"] < 4
+    assert diffurec["epochs_trained"] == 1 and sasrec["epochs_trained"] == 8
+    assert sasrec["best_epoch"] < 8
     alone = run_recbole_diffusion(model="SASRec", dataset="toy", config_file_list=[str(sasrec_yaml)],
                                   config_dict=config, saved=True)
     assert sasrec["test"] == dict(alone["test_result"])
     assert sasrec["best_valid_score"] == alone["best_valid_score"]
     assert "n/a (1 seed" in result["significance"]["text"]
+
+
+def test_popularity_floor_is_added_first_and_models_below_it_are_marked(workdir, toy_config, counted):
+    """By default the sequential popularity model is the first row, of kind floor, trained one epoch whatever
+    the budget; a model that does not beat it is marked; it is never the best baseline of the t-test."""
+    config = dict(toy_config, **FAST_DIFFUREC)
+    # SASRec at a learning rate of 0: untrained, it cannot beat the floor on the ring
+    result = compare(["DiffuRec", "SASRec"], "toy", seeds=2, config_dict=config, output_dir="out",
+                     budget_epochs=2, model_config_files={})
+    runs = _lines(result["files"]["runs.jsonl"])
+    assert [r["model"] for r in runs[:3]] == ["SeqPop", "DiffuRec", "SASRec"]
+    assert runs[0]["kind"] == "floor" and runs[0]["epochs_trained"] == 1
+    assert runs[1]["epochs_trained"] == 2
+    floor = statistics.mean(r["test"]["ndcg@10"] for r in runs if r["model"] == "SeqPop")
+    with open(result["files"]["comparison.md"]) as f:
+        md = f.read()
+    assert md.splitlines()[md.splitlines().index(next(l for l in md.splitlines() if l.startswith("|---"))) + 1] \
+        .startswith("| SeqPop | floor |")
+    assert f"**Popularity floor.** SeqPop" in md and f"test ndcg@10 {floor:.4f}" in md
+    for model in ("DiffuRec", "SASRec"):
+        mean = statistics.mean(r["test"]["ndcg@10"] for r in runs if r["model"] == model)
+        assert (f"| {model} (not above popularity) |" in md) == (mean <= floor)
+    assert result["significance"]["baseline"] == "SASRec"
+    # asked not to: no floor
+    result = compare(["SASRec"], "toy", seeds=1, config_dict=config, output_dir="out2", popularity_floor=False)
+    assert [r["model"] for r in result["runs"]] == ["SASRec"]
+
+
+def test_popularity_floor_marks_a_model_below_it(workdir):
+    """The report marks, by mean over seeds, each model whose test value of the validation metric is not above
+    the floor's (equal is not above)."""
+    def run(model, kind, seed, ndcg):
+        return {"model": model, "kind": kind, "seed": seed, "valid_metric": "ndcg@10", "best_valid_score": ndcg,
+                "test": {"ndcg@10": ndcg}, "sec_per_epoch": 1.0, "epochs_trained": 1, "infer_ms_per_user": 1.0,
+                "params": 1}
+
+    runs = [run("SeqPop", "floor", 1, 0.10), run("SeqPop", "floor", 2, 0.10),
+            run("DreamRec", "diffusion", 1, 0.12), run("DreamRec", "diffusion", 2, 0.07),  # mean 0.095
+            run("DiffuRec", "diffusion", 1, 0.10), run("DiffuRec", "diffusion", 2, 0.10),  # equal: not above
+            run("SASRec", "baseline", 1, 0.09), run("SASRec", "baseline", 2, 0.13)]  # mean 0.11
+    compare_module.write_report(str(workdir), runs, ["SeqPop", "DreamRec", "DiffuRec", "SASRec"], ["# t"],
+                                plot=False)
+    md = (workdir / "comparison.md").read_text()
+    assert "| DreamRec (not above popularity) | diffusion |" in md
+    assert "| DiffuRec (not above popularity) | diffusion |" in md
+    assert "| SASRec | baseline |" in md and "| SeqPop | floor |" in md
+    assert "test ndcg@10 0.1000. Not above it: DreamRec, DiffuRec." in md
 
 
 def test_budget_and_own_dataset_when_dataset_settings_differ(workdir, toy_config, counted, tmp_path):
@@ -146,7 +198,7 @@ def test_budget_and_own_dataset_when_dataset_settings_differ(workdir, toy_config
     config = {k: v for k, v in toy_config.items() if k != "MAX_ITEM_LIST_LENGTH"}
     result = compare(["SASRec", "GRU4Rec"], "toy", seeds=1, config_dict=dict(config, epochs=2),
                      model_config_files={"GRU4Rec": str(short)}, budget_epochs=1, output_dir="out",
-                     keep_checkpoints=True, say=lines.append)
+                     keep_checkpoints=True, popularity_floor=False, say=lines.append)
     assert counted["datasets"] == 2
     assert any("GRU4Rec: dataset settings differ (MAX_ITEM_LIST_LENGTH=5 (not 50))" in line for line in lines)
     assert [run["epochs_trained"] for run in result["runs"]] == [1, 1]  # the budget beats every other setting

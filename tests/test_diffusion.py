@@ -219,3 +219,42 @@ def test_drop_condition():
     share = (dropped.sum(-1) == 0).float().mean().item()
     assert share == pytest.approx(0.3, abs=0.05)
     assert torch.equal(drop_condition(cond, null, 0.3, training=False), cond)
+
+
+def test_noise_std_is_ddpm_on_rescaled_data():
+    """noise_std = s on data x is DDPM with unit noise on x / s: every step, forward and reverse, scales by s."""
+    s = 0.02
+    betas = get_beta_schedule("trunc_lin", 10)
+    scaled = GaussianDiffusion(betas, variance_type="fixed_large", noise_std=s)
+    unit = GaussianDiffusion(betas, variance_type="fixed_large")
+    x0, x_t, eps = torch.randn(5, 4), torch.randn(5, 4), torch.randn(5, 4)
+    t = torch.tensor([0, 2, 4, 6, 9])
+    assert torch.allclose(scaled.q_sample(s * x0, t, eps), s * unit.q_sample(x0, t, eps), atol=1e-7)
+    assert torch.allclose(scaled.predict_x0_from_eps(s * x_t, t, eps), s * unit.predict_x0_from_eps(x_t, t, eps),
+                          atol=1e-6)
+    assert torch.allclose(scaled.predict_eps_from_x0(s * x_t, t, s * x0), unit.predict_eps_from_x0(x_t, t, x0),
+                          atol=1e-4)
+    assert torch.allclose(scaled.ancestral_step(s * x0, s * x_t, t, noise=eps),
+                          s * unit.ancestral_step(x0, x_t, t, noise=eps), atol=1e-7)
+    t_prev = t - 2
+    assert torch.allclose(scaled.ddim_step(s * x0, s * x_t, t, t_prev, eta=0.7, noise=eps),
+                          s * unit.ddim_step(x0, x_t, t, t_prev, eta=0.7, noise=eps), atol=1e-7)
+    torch.manual_seed(0)
+    prior = scaled.prior((20000, 4))
+    assert prior.std().item() == pytest.approx(s, rel=0.02)
+    with pytest.raises(ValueError, match="noise_std must be > 0"):
+        GaussianDiffusion(betas, noise_std=0)
+
+
+def test_models_keep_the_paper_signal_to_noise_ratio_at_init(toy_config):
+    """By default the noise follows the item table's init: x_0 ~ N(0, s^2) with noise of std s."""
+    from recbole_diffusion.config import Config
+    from recbole_diffusion.quick_start import build
+
+    for model, std in (("DiffuRec", 0.02), ("DiffuRec", 1.0), ("DreamRec", 1.0)):
+        config = Config(model=model, config_dict=dict(toy_config, embedding_init_std=std))
+        net = build(config)[4]
+        assert net.diffusion.noise_std == std
+        assert net.item_embedding.weight.std().item() == pytest.approx(std, rel=0.1)
+    config = Config(model="DiffuRec", config_dict=dict(toy_config, embedding_init_std=0.02, noise_std=0.5))
+    assert build(config)[4].diffusion.noise_std == 0.5

@@ -114,31 +114,45 @@ class SourceData:
         self.item_tokens = np.asarray(dataset.field2id_token[iid_field])
         self.n_items = dataset.item_num
 
-        feat = dataset.inter_feat
-        users, items, times = (feat[f].to_numpy() for f in (uid_field, iid_field, time_field))
-        order = np.lexsort((times, users))  # stable: RecBole's sequence augmentation sorts (user, time) stably
-        users, self.items = users[order], items[order]
-        self.length = np.bincount(users, minlength=dataset.user_num)
-        self.start = np.concatenate([[0], np.cumsum(self.length)[:-1]])
-
+        if (config["eval_args"] or {}).get("order") != "TO":
+            raise RecBoleDiffusionError(
+                f"{NAME} needs a time-ordered split (eval_args order: TO, e.g. split LS); '{config['dataset']}' is "
+                f"split in order {(config['eval_args'] or {}).get('order')!r}."
+            )
         self.splits = {}
         for name, split in zip(SPLITS, dataset.build()):
             inter = split.inter_feat
             self.splits[name] = tuple(inter[f].numpy() for f in (
                 uid_field, iid_field + self.list_suffix, config["ITEM_LIST_LENGTH_FIELD"], iid_field))
-        train_user, _, _, train_target = self.splits["train"]
-        train_samples = np.bincount(train_user, minlength=dataset.user_num)
+        # Each user's sequence in RecBole's own order (what the model trains and is evaluated on), read back from
+        # the split: RecBole sorts by (user, time) itself, and re-sorting here would order equal timestamps
+        # differently.
+        sequences, train_samples = self._sequences_from_splits(dataset.user_num)
+        self.length = np.array([len(seq) for seq in sequences], dtype=np.int64)
+        self.start = np.concatenate([[0], np.cumsum(self.length)[:-1]]).astype(np.int64)
+        self.items = np.concatenate([np.asarray(seq, dtype=np.int64) for seq in sequences] + [np.zeros(0, np.int64)])
         # A user's training samples have the targets s_2 .. s_{c+1} of his sequence: his training sequence is
-        # s_1 .. s_{c+1}. Checked against RecBole's split, so that a split of another shape cannot slip through.
+        # s_1 .. s_{c+1}.
         self.train_length = np.where(train_samples > 0, train_samples + 1, 0)
-        by_user = np.argsort(train_user, kind="stable")
-        rank = np.arange(len(by_user)) - np.repeat(np.cumsum(train_samples) - train_samples, train_samples)
-        expected = self.items[self.start[train_user[by_user]] + rank + 1]
-        if not np.array_equal(train_target[by_user], expected):
-            raise RecBoleDiffusionError(
-                f"{NAME} needs each user's training targets to be the start of his sequence (a time-ordered split "
-                f"such as eval_args split LS or RS with order TO); the split of '{config['dataset']}' is not."
-            )
+
+    def _sequences_from_splits(self, user_num):
+        """Each user's item sequence from RecBole's split rows: the first training row's history, every training
+        target in row order, then the validation and test targets. Returns (list of lists, training rows per
+        user)."""
+        sequences = [[] for _ in range(user_num)]
+        train_user, train_history, train_length, train_target = self.splits["train"]
+        for row in np.argsort(train_user, kind="stable"):
+            seq = sequences[train_user[row]]
+            if not seq:
+                seq.extend(train_history[row, : train_length[row]].tolist())
+            seq.append(int(train_target[row]))
+        for name in SPLITS[1:]:
+            users, history, length, target = self.splits[name]
+            for user, items, count, item in zip(users, history, length, target):
+                if not sequences[user]:
+                    sequences[user].extend(items[:count].tolist())
+                sequences[user].append(int(item))
+        return sequences, np.bincount(train_user, minlength=user_num)
 
     def windows(self, users, offset, width, end):
         """For each user u: items[start_u + offset : start_u + offset + width], cut at start_u + end_u and

@@ -30,10 +30,18 @@ class GaussianDiffusion(nn.Module):
         variance_type (str): reverse-step variance, ``'fixed_small'`` (posterior variance, DDPM sigma^2 = beta~)
             or ``'fixed_large'`` (sigma^2 = beta_t, first step beta~_1, as DiffuRec and improved-DDPM do).
         rescale_timesteps (bool): if True, :meth:`scale_timesteps` maps t to t * 1000 / T for embeddings.
+        noise_std (float): standard deviation of the noise per coordinate (1 in DDPM). Diffusing data x with
+            noise of std s is DDPM on x / s: the signal-to-noise ratio of step t is abar_t / (1 - abar_t) times
+            Var(x) / s^2, so data of scale s keeps DDPM's ratios with ``noise_std = s``. Every noise draw (forward,
+            reverse, x_T of :meth:`prior`) is scaled by it; ``eps`` (argument or prediction) stays unit-variance.
     """
 
-    def __init__(self, betas, prediction_type="x0", variance_type="fixed_small", rescale_timesteps=False):
+    def __init__(self, betas, prediction_type="x0", variance_type="fixed_small", rescale_timesteps=False,
+                 noise_std=1.0):
         super().__init__()
+        if not noise_std > 0:
+            raise ValueError(f"noise_std must be > 0, got {noise_std!r}.")
+        self.noise_std = float(noise_std)
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}.")
         if variance_type not in VARIANCE_TYPES:
@@ -90,13 +98,18 @@ class GaussianDiffusion(nn.Module):
         return t.float()
 
     # ----------------------------------------------------------------------------------------------- forward
+    def prior(self, shape, device=None, generator=None):
+        """x_T ~ N(0, noise_std^2 I), the start of the reverse chain."""
+        return self.noise_std * torch.randn(shape, device=device, generator=generator)
+
     def q_sample(self, x0, t, noise=None):
-        """Sample x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I), eq. (4). Shapes [B, ...]."""
+        """Sample x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) noise_std^2 I), eq. (4). Shapes [B, ...];
+        ``noise`` is the unit-variance eps."""
         if noise is None:
             noise = torch.randn_like(x0)
         return (
             extract(self.sqrt_alphas_cumprod, t, x0.shape) * x0
-            + extract(self.sqrt_one_minus_alphas_cumprod, t, x0.shape) * noise
+            + extract(self.sqrt_one_minus_alphas_cumprod, t, x0.shape) * self.noise_std * noise
         )
 
     def q_posterior_mean_variance(self, x0, x_t, t):
@@ -108,15 +121,16 @@ class GaussianDiffusion(nn.Module):
         return mean, variance, extract(self.model_log_variance, t, x_t.shape)
 
     def predict_x0_from_eps(self, x_t, t, eps):
-        # x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
+        # x_0 = (x_t - sqrt(1 - abar_t) s eps) / sqrt(abar_t), s = noise_std
         return extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - extract(
             self.sqrt_recipm1_alphas_cumprod, t, x_t.shape
-        ) * eps
+        ) * self.noise_std * eps
 
     def predict_eps_from_x0(self, x_t, t, x0):
-        return (extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - x0) / extract(
+        """The unit-variance eps that takes x_0 to x_t."""
+        return (extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - x0) / (extract(
             self.sqrt_recipm1_alphas_cumprod, t, x_t.shape
-        )
+        ) * self.noise_std)
 
     def x0_from_output(self, model_output, x_t, t):
         """The network's prediction as x_0, whatever ``prediction_type`` it was trained for."""
@@ -137,7 +151,7 @@ class GaussianDiffusion(nn.Module):
         if noise is None:
             noise = torch.randn_like(x_t)
         nonzero = (t != 0).float().view(-1, *([1] * (x_t.dim() - 1)))
-        return mean + nonzero * (0.5 * log_variance).exp() * noise
+        return mean + nonzero * (0.5 * log_variance).exp() * self.noise_std * noise
 
     def ddim_step(self, model_output, x_t, t, t_prev, eta=0.0, noise=None):
         """One DDIM step x_t -> x_{t_prev} (Song et al. eq. 12); ``t_prev`` may skip steps, -1 means x_0.
@@ -152,10 +166,10 @@ class GaussianDiffusion(nn.Module):
             t_prev >= 0, self.alphas_cumprod.gather(0, t_prev.clamp(min=0)), torch.ones_like(abar_t.view(-1))
         ).view_as(abar_t)
         sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).clamp(min=0).sqrt()
-        direction = (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps
+        direction = (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * self.noise_std * eps
         if noise is None:
             noise = torch.randn_like(x_t)
-        return abar_prev.sqrt() * x0_pred + direction + sigma * noise
+        return abar_prev.sqrt() * x0_pred + direction + sigma * self.noise_std * noise
 
     def sampling_timesteps(self, sampling_steps=None):
         """Descending timesteps visited by the reverse chain: all T, or ``sampling_steps`` evenly spaced ones."""

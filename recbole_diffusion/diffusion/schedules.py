@@ -23,14 +23,20 @@ def betas_for_alpha_bar(steps, alpha_bar, max_beta=0.999, shift_left=False):
     return torch.tensor(betas, dtype=torch.float64)
 
 
-def _linear(steps, beta_start=1e-4, beta_end=0.02, **_):
-    # Ho et al. (2020) betas, rescaled so that any number of steps spans the same noise range as 1000 steps.
-    scale = 1000.0 / steps
+def _linear(steps, beta_start=1e-4, beta_end=0.02, linear_rescale=True, **_):
+    # Ho et al. (2020) betas. With linear_rescale (DiffuRec's get_named_beta_schedule) they are multiplied by
+    # 1000 / T, so that any number of steps spans the same noise range as 1000 steps; without it (DreamRec's
+    # linear_beta_schedule) they are linspace(beta_start, beta_end, T) whatever T.
+    scale = 1000.0 / steps if linear_rescale else 1.0
     return torch.linspace(scale * beta_start, scale * beta_end, steps, dtype=torch.float64)
 
 
-def _cosine(steps, **_):
-    return betas_for_alpha_bar(steps, lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2)
+def _cosine(steps, cosine_clip=(0.0, 0.999), **_):
+    # Nichol & Dhariwal (2021), s = 0.008, each beta clipped to cosine_clip: (0, 0.999) as improved DDPM and
+    # DiffuRec; DreamRec's cosine_beta_schedule clips to (1e-4, 0.9999).
+    low, high = cosine_clip
+    betas = betas_for_alpha_bar(steps, lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2, max_beta=high)
+    return betas.clamp(min=low)
 
 
 def _sqrt(steps, **_):

@@ -60,7 +60,7 @@ class DiffuRec(SequentialDiffusionRecommender):
         self.attention_mask = config["attention_mask"]
         self.lambda_uncertainty = config["lambda_uncertainty"]
 
-        # define layers (item_embedding: N(0, 1) init as the official code, from the base class)
+        # define layers (item_embedding from the base class)
         self.position_embeddings = (
             nn.Embedding(self.max_seq_length, self.hidden_size) if self.position_embedding else None
         )
@@ -69,6 +69,9 @@ class DiffuRec(SequentialDiffusionRecommender):
         )
         self.loss_fct = nn.CrossEntropyLoss(reduction="none")
         self.trim_batches = self.attention_mask == "key_padding"
+
+        # parameters initialization: embedding tables N(0, embedding_init_std^2) (official: N(0, 1))
+        self.init_embeddings()
 
     def encode_history(self, item_seq):
         """LN(Dropout(E[seq] (+ position embedding))): [B, L] -> [B, L, H], computed once per reverse chain."""
@@ -103,6 +106,6 @@ class DiffuRec(SequentialDiffusionRecommender):
         def reverse_chain(rows, item_seq, item_seq_len):
             history = self.encode_history(item_seq)
             return self.reverse(lambda x_t, t: self.forward(item_seq, item_seq_len, history, x_t, t),
-                                item_seq.shape[0], item_seq.device)
+                                self.start_noise(interaction, rows))
 
         return self.map_length_buckets(interaction, reverse_chain)

@@ -107,6 +107,10 @@ class DimeRec(SequentialDiffusionRecommender):
         self.step_embedding = TimestepMLP(self.hidden_size)
         self.denoiser = TransformerEncoder(**transformer_kwargs(config))
 
+        # parameters initialization: embedding tables N(0, embedding_init_std^2); x_0 is normalized, so the
+        # init does not change the signal-to-noise ratio here
+        self.init_embeddings()
+
     def build_diffusion(self, config, **kwargs):
         # the shared diffusion with every point projected onto the sphere; eps of unit expected norm
         return SphericalDiffusion.from_config(self.noise_schedule, self.diffusion_steps,
@@ -170,7 +174,7 @@ class DimeRec(SequentialDiffusionRecommender):
     def generate(self, interaction):
         item_seq, item_seq_len = self.trimmed_sequence(interaction)
         guidance, real = self.extract_guidance(item_seq, item_seq_len)
-        return self.reverse(lambda x_t, t: self.forward(x_t, t, guidance, real), item_seq.shape[0], item_seq.device)
+        return self.reverse(lambda x_t, t: self.forward(x_t, t, guidance, real), self.start_noise(interaction))
 
     def item_scores(self, generated):
         """Cosine of the (unit) generated vectors [B, H] with every item -> [B, n_items]."""
@@ -178,4 +182,4 @@ class DimeRec(SequentialDiffusionRecommender):
 
     def predict(self, interaction):
         items = F.normalize(self.item_embedding(interaction[self.ITEM_ID]), dim=-1)
-        return (self.generate(interaction) * items).sum(-1)
+        return (self.generate_for_evaluation(interaction) * items).sum(-1)

@@ -92,7 +92,7 @@ class DiQDiff(SequentialDiffusionRecommender):
         self.lambda_contra = config["lambda_contra"]
         self.contra_temperature = config["contra_temperature"]
 
-        # define layers and loss (item_embedding: N(0, 1) init, as the official code, from the base class)
+        # define layers and loss (item_embedding from the base class)
         self.approximator = DiffuRecApproximator(
             **transformer_kwargs(config), emb_dropout=self.emb_dropout, attention_mask=self.attention_mask
         )
@@ -103,7 +103,9 @@ class DiQDiff(SequentialDiffusionRecommender):
         self.loss_fct = nn.CrossEntropyLoss(reduction="none")
         self.trim_batches = self.attention_mask == "key_padding"
 
-        # parameters initialization: small codes, so the untrained codebook barely perturbs the history
+        # parameters initialization: embedding tables N(0, embedding_init_std^2) (official: N(0, 1)); small
+        # codes, so the untrained codebook barely perturbs the history
+        self.init_embeddings()
         nn.init.normal_(self.codebook, std=0.02)
 
     def code_choice(self, history, item_seq):
@@ -170,6 +172,6 @@ class DiQDiff(SequentialDiffusionRecommender):
         def reverse_chain(rows, item_seq, item_seq_len):
             left_seq, guidance = self.encode_history(item_seq, item_seq_len)
             return self.reverse(lambda x_t, t: self.forward(left_seq, guidance, x_t, t),
-                                item_seq.shape[0], item_seq.device)
+                                self.start_noise(interaction, rows))
 
         return self.map_length_buckets(interaction, reverse_chain)

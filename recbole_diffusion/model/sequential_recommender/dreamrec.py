@@ -28,6 +28,11 @@ Differences from the official code, all documented in ``properties/model/DreamRe
       normalized input) instead of the official ReLU Conv1d feed-forward and keys on the un-normalized input;
       it masks padding keys, so RecBole's right padding needs no official pad id (the official pad is item_num).
     * ``hidden_size`` is not fixed to 64 (the official unconditional forward hard-codes 64).
+
+Option outside the paper (off by default): ``ce_loss_weight`` > 0 adds the cross-entropy of x0_pred against
+every item embedding (DiffuRec's loss) to the MSE. It changes the objective the paper argues for
+("learning to generate" without negatives); it is offered because with the MSE alone DreamRec stays at
+random level on Amazon Beauty under full ranking (benchmarks/results/convergence_beauty5k).
 """
 
 import torch
@@ -53,8 +58,9 @@ class DreamRec(SequentialDiffusionRecommender):
         super().check_config(config)
         name = cls.__name__
         check_transformer_config(config, name)
-        check_non_negative(config, name, "guidance_weight", "beta_min", "beta_max")
+        check_non_negative(config, name, "guidance_weight", "beta_min", "beta_max", "beta_start", "beta_end")
         check_probability(config, name, "p_uncond")
+        check_non_negative(config, name, "ce_loss_weight")
         check_choice(config, name, "diffuser_type", list(DIFFUSER_TYPES))
 
     def __init__(self, config, dataset):
@@ -64,8 +70,9 @@ class DreamRec(SequentialDiffusionRecommender):
         self.diffuser_type = config["diffuser_type"]
         self.guidance_weight = config["guidance_weight"]
         self.p_uncond = config["p_uncond"]
+        self.ce_loss_weight = config["ce_loss_weight"]
 
-        # define layers and loss (item_embedding: N(0, 1) init, as the official code, from the base class)
+        # define layers and loss (item_embedding from the base class)
         self.guidance_encoder = PositionalSequenceEncoder.from_config(config, self.max_seq_length, causal=True)
         # the learned null token Phi of classifier-free guidance, N(0, 1) as the official none_embedding
         self.null_guidance = nn.Parameter(torch.randn(self.hidden_size))
@@ -78,10 +85,16 @@ class DreamRec(SequentialDiffusionRecommender):
                 nn.Linear(2 * self.hidden_size, self.hidden_size),
             )
 
+        # parameters initialization: embedding tables N(0, embedding_init_std^2) (official: N(0, 1))
+        self.init_embeddings()
+
     @classmethod
     def schedule_kwargs(cls, config):
-        # only the 'exp' schedule reads them; every other schedule ignores them
-        return {"beta_min": config["beta_min"], "beta_max": config["beta_max"]}
+        # The official DreamRec.py schedules: 'exp' reads beta_min/beta_max, 'linear' is
+        # linspace(beta_start, beta_end, T) (not rescaled by 1000 / T as DiffuRec's), 'cosine' clips its betas
+        # to [1e-4, 0.9999]; 'sqrt' is the shared one. Each schedule ignores the keys it does not read.
+        return {"beta_min": config["beta_min"], "beta_max": config["beta_max"], "beta_start": config["beta_start"],
+                "beta_end": config["beta_end"], "linear_rescale": False, "cosine_clip": (1e-4, 0.9999)}
 
     def encode_guidance(self, interaction):
         """c_{n-1} = T-enc(e_{1:n-1}) at the last real position of each sequence, by length bucket: [B, H]."""
@@ -109,12 +122,15 @@ class DreamRec(SequentialDiffusionRecommender):
         guidance = drop_condition(self.encode_guidance(interaction), self.null_guidance, self.p_uncond,
                                   self.training)
         t, weights, x_t = self.sample_training_noise(x0)
-        losses = F.mse_loss(self.forward(x_t, guidance, t), x0, reduction="none").mean(-1)
+        x0_pred = self.forward(x_t, guidance, t)
+        losses = F.mse_loss(x0_pred, x0, reduction="none").mean(-1)
+        if self.ce_loss_weight:  # an option, not the paper's objective (see ce_loss_weight in the yaml)
+            losses = losses + self.ce_loss_weight * F.cross_entropy(
+                self.item_scores(x0_pred), interaction[self.POS_ITEM_ID], reduction="none")
         self.timestep_sampler.update(t, losses)
         return (losses * weights).mean()
 
     def generate(self, interaction):
         # the history is encoded once; the reverse chain runs on [B, H] vectors for the whole batch
         guidance = self.encode_guidance(interaction)
-        return self.reverse(lambda x_t, t: self.guided_prediction(x_t, guidance, t),
-                            guidance.shape[0], guidance.device)
+        return self.reverse(lambda x_t, t: self.guided_prediction(x_t, guidance, t), self.start_noise(interaction))

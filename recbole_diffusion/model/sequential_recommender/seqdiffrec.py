@@ -83,7 +83,7 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         self.rounding_input = config["rounding_input"]
         self.inference_samples = config["inference_samples"]
 
-        # define layers and loss (item_embedding: N(0, 1) init, from the base class)
+        # define layers and loss (item_embedding from the base class)
         # one more position than the history: the target slot after the last item
         self.approximator = PositionalSequenceEncoder.from_config(config, self.max_seq_length + 1,
                                                                   causal=self.causal_attention)
@@ -92,6 +92,9 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         self.loss_fct = nn.CrossEntropyLoss(reduction="none")
         # an id past the item table: marks the target slot as a real position for the attention mask only
         self.placeholder_id = self.n_items
+
+        # parameters initialization: embedding tables N(0, embedding_init_std^2)
+        self.init_embeddings()
 
     def forward(self, item_seq, item_seq_len, x_t, t):
         """f(h_T^n, n): item_seq [B, L] (right-padded history), item_seq_len [B], x_t [B, H] the noised target,
@@ -124,8 +127,8 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         """The mean of ``inference_samples`` reverse chains (by default one DDIM step each): [B, H]."""
         # the k draws of a user are k rows of one batch: row j * B + i is draw j of user i
         samples = interaction.repeat(self.inference_samples)
-        device = interaction[self.ITEM_SEQ].device
-        x0 = self.reverse(lambda x_t, t: self.approximate(samples, x_t, t), len(samples), device)
+        x_T = self.start_noise(interaction, draws=self.inference_samples)
+        x0 = self.reverse(lambda x_t, t: self.approximate(samples, x_t, t), x_T)
         return x0.view(self.inference_samples, len(interaction), -1).mean(0)
 
     def item_scores(self, generated):
@@ -134,4 +137,5 @@ class SeqDiffRec(SequentialDiffusionRecommender):
 
     def predict(self, interaction):
         item = interaction[self.ITEM_ID]
-        return (self.generate(interaction) * self.rounding.weight[item]).sum(-1) + self.rounding.bias[item]
+        generated = self.generate_for_evaluation(interaction)
+        return (generated * self.rounding.weight[item]).sum(-1) + self.rounding.bias[item]
