@@ -150,8 +150,19 @@ def main(argv=None):
     return result
 
 
+def quiet_library_warnings():
+    """Deprecation notices of the libraries under us (RecBole's pandas calls, torch's GradScaler, Ray) are not
+    the user's business: they are filtered here, in the entry point, never printed into a progress bar."""
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(recbole|pandas|torch|ray|numpy|sklearn)\b")
+    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
+
+
 def entry_point(argv=None):
     """Run :func:`main`; user errors become one line on stderr and exit status 2 (RBD_DEBUG=1 shows tracebacks)."""
+    quiet_library_warnings()
     try:
         main(argv)
     except (RecBoleDiffusionError, FileNotFoundError, SyntaxError) as err:

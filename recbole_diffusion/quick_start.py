@@ -29,10 +29,47 @@ def _check_model_config(config):
         check(config)
 
 
+def apply_threads(config):
+    """torch.set_num_threads(config['threads']) when set (~ keeps torch's default)."""
+    import torch
+
+    threads = config["threads"]
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            from recbole_diffusion.utils import RecBoleDiffusionError
+
+            raise RecBoleDiffusionError(f"Invalid threads={threads!r}: must be a whole number >= 1 (or ~ for "
+                                        f"torch's default). Fix it with --threads=<n>.")
+        torch.set_num_threads(threads)
+
+
+def details_logger(config):
+    """Where the configuration, the dataset summary and the model tree are logged: RecBole's log file only,
+    unless ``verbose`` (then the terminal too, as RecBole does)."""
+    root = getLogger()
+    if config["verbose"]:
+        return root
+    details = getLogger("recbole_diffusion.details")
+    details.handlers = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    details.propagate = False
+    details.setLevel(logging.INFO)
+    return details
+
+
+def log_file(config=None):
+    """The path of RecBole's log file of this run (its FileHandler), or None."""
+    for handler in getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return handler.baseFilename
+    return None
+
+
 def preflight(config, say=None):
     """Every check that needs no data, before anything is loaded, trained or printed: RecBole's common keys,
-    the model's hyperparameters, the dataset's files. One RecBoleDiffusionError line on the first problem."""
+    the model's hyperparameters, the dataset's files. One RecBoleDiffusionError line on the first problem.
+    Then torch's thread count is set (``threads``)."""
     check_common_keys(config)
+    apply_threads(config)
     _check_model_config(config)
     check_dataset(config, say)
 
@@ -46,14 +83,14 @@ def build(config, dataset=None):
     _check_model_config(config)
     if dataset is None:
         dataset = create_dataset(config)
-    getLogger().info(dataset)
+    details_logger(config).info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     # Pretrained embeddings / item clusters a model asks for (L-DiffRec, DDRM); before the seed, so that a cache
     # hit and a miss build and train the model alike.
     prepare_pretrained(config, train_data._dataset, valid_data._dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
-    getLogger().info(model)
+    details_logger(config).info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     return dataset, train_data, valid_data, test_data, model, trainer
 
@@ -78,10 +115,12 @@ def run_recbole_diffusion(
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
-    logger.info(sys.argv)
-    logger.info(config)
+    details_logger(config).info(sys.argv)
+    details_logger(config).info(config)
 
-    _, train_data, valid_data, test_data, _, trainer = build(config)
+    dataset_, train_data, valid_data, test_data, model_, trainer = build(config)
+    if not config["verbose"]:
+        _print_summary(config, dataset_, model_, trainer, saved)
     if config["resume_file"]:
         trainer.resume_checkpoint(config["resume_file"])
 
@@ -90,9 +129,10 @@ def run_recbole_diffusion(
     )
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
-    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    details = details_logger(config)
+    details.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    details.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    details.info(set_color("test result", "yellow") + f": {test_result}")
     result = {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
@@ -106,6 +146,27 @@ def run_recbole_diffusion(
     if config["local_rank"] == 0 and queue is not None:
         queue.put(result)
     return result
+
+
+def _print_summary(config, dataset, model, trainer, saved):
+    """A few lines on the terminal instead of RecBole's configuration dump (which goes to the log file)."""
+    import torch
+
+    from recbole_diffusion.compare import count_parameters
+
+    device = config["device"]
+    if device.type == "cpu":
+        device = f"cpu, {torch.get_num_threads()} thread(s)"
+    lines = [
+        f"{config['model']} on {config['dataset']}: {dataset.user_num - 1:,} users, {dataset.item_num - 1:,} items, "
+        f"{dataset.inter_num:,} interactions; {count_parameters(model):,} parameters; device {device}",
+        f"training up to {config['epochs']} epochs, validating every {config['eval_step']} (early stop after "
+        f"{config['stopping_step']} without a better {config['valid_metric']})",
+        f"log (full configuration, model): {log_file()}",
+    ]
+    if saved:
+        lines.append(f"best model: {trainer.saved_model_file}")
+    getLogger().info("\n".join(lines))
 
 
 def _run_rank(rank, *args):
@@ -167,7 +228,7 @@ def load_data_and_model(model_file):
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)
-    getLogger().info(dataset)
+    details_logger(config).info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     prepare_pretrained(config, train_data._dataset, valid_data._dataset)
     init_seed(config["seed"], config["reproducibility"])

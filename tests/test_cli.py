@@ -135,3 +135,54 @@ def test_schedule_invalid_for_its_steps_is_caught_before_data(monkeypatch, capsy
                        "--diffusion_steps=10")
     assert code == 2 and err.count("\n") == 1
     assert "DiffuRec: noise_schedule 'linear' with diffusion_steps=10 gives betas outside (0, 1)" in err
+
+
+def _cli_process(toy_config, *args):
+    """The CLI in a fresh process (logging is set up once per process): (exit code, stdout, stderr)."""
+    overrides = [f"--{k}={v!r}" if isinstance(v, (dict, list)) else f"--{k}={v}" for k, v in toy_config.items()
+                 if k not in ("dataset", "state")]
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "run_recbole_diffusion.py"), "--dataset=toy",
+                           *overrides, *args], capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_normal_run_is_quiet_and_the_details_go_to_the_log(toy_config, workdir):
+    """A run prints a short summary, a line or two per epoch and the table; the configuration dump and the
+    model tree are in the log file only (--verbose=True prints them too); no library warning is printed."""
+    code, out, err = _cli_process(dict(toy_config, epochs=2), "--model=DiffuRec")
+    assert code == 0, err
+    lines = (out + err).strip().splitlines()
+    assert len(lines) <= 40, "\n".join(lines)
+    assert "DiffuRec on toy: 80 users" in err and "parameters; device cpu, 1 thread(s)" in err
+    assert "epoch 1 training" in err and "ndcg@10" in out
+    assert "learning_rate" not in out + err and "TransformerEncoder" not in out + err  # no dump, no tree
+    assert "Warning" not in err
+    log = next((workdir / "log" / "DiffuRec").glob("*.log")).read_text()
+    assert "learning_rate" in log and "approximator" in log
+    code, out, err = _cli_process(dict(toy_config, epochs=1), "--model=DiffuRec", "--verbose=True")
+    assert code == 0 and "learning_rate" in err and "approximator" in err
+    code, out, err = _cli_process(toy_config, "--model=DiffuRec", "--diffusion_steps=0")
+    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("error: Invalid hyperparameter")
+
+
+def test_threads_are_set_before_any_work(monkeypatch, capsys, toy_config):
+    before = torch.get_num_threads()
+    try:
+        code, _, err = cli(monkeypatch, capsys, toy_config, "--model=SASRec", "--threads=2")
+        assert code == 0, err
+        assert torch.get_num_threads() == 2
+        code, _, err = cli(monkeypatch, capsys, toy_config, "--model=SASRec", "--threads=0")
+        assert code == 2 and "Invalid threads=0" in err and err.count("\n") == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_recbole_protocol_is_one_named_config_away(toy_config):
+    from recbole_diffusion.config import Config
+
+    path = os.path.join(ROOT, "properties", "config", "recbole-protocol.yaml")
+    config = Config(model="SASRec", config_dict=toy_config, config_file_list=[path])
+    assert config["metrics"] == ["Recall", "MRR", "NDCG", "Hit", "Precision"] and config["valid_metric"] == "MRR@10"
+    assert config["eval_args"]["split"] == {"LS": "valid_and_test"}
+    assert config["train_neg_sample_args"]["distribution"] == "none"  # CE: RecBole's own rule
