@@ -14,6 +14,7 @@ from recbole.trainer import Trainer
 from recbole.utils import get_model as get_recbole_model
 from recbole.utils import get_trainer as get_recbole_trainer
 
+from recbole_diffusion.bucketing import bucketed
 from recbole_diffusion.compat import add_dok_matrix_update
 from recbole_diffusion.utils import RecBoleDiffusionError, did_you_mean
 
@@ -70,7 +71,7 @@ def get_model(model_name):
     if module is not None and hasattr(module, model_name):
         return getattr(module, model_name)
     try:
-        return get_recbole_model(model_name)
+        return bucketed(get_recbole_model(model_name))
     except (ValueError, ImportError, AttributeError):
         # RecBole's lookup of an unknown name ends in its optional exlib package (ModuleNotFoundError: lightgbm).
         pass
