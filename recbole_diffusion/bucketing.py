@@ -8,7 +8,8 @@ pads on the right), and padding keys are masked (SASRec) or come after the state
 mode and the loss with dropout off are the same as RecBole's, bucketed or not (``tests/test_bucketing.py``).
 Models where this is not exact keep RecBole's path.
 
-The loss of a batch is the size-weighted mean of its groups' mean losses, which is the batch mean.
+The loss of a batch is the size-weighted mean of its groups' mean losses, which is the batch mean. Training is
+not bit-identical (dropout draws follow the tensor shapes); ``length_buckets: 0`` restores RecBole's own path.
 """
 
 import torch
@@ -32,7 +33,12 @@ class LengthBucketedMixin:
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.length_buckets = config["length_buckets"] or 1
+        self.length_buckets = config["length_buckets"]
+        if isinstance(self.length_buckets, bool) or not isinstance(self.length_buckets, int) or self.length_buckets < 0:
+            from recbole_diffusion.utils import RecBoleDiffusionError
+
+            raise RecBoleDiffusionError(f"Invalid length_buckets={self.length_buckets!r} for {type(self).__name__}: "
+                                        f"must be a whole number >= 0 (0 = RecBole's own path, no cutting).")
 
     def _buckets(self, interaction):
         lengths = interaction[self.ITEM_SEQ_LEN]
@@ -50,11 +56,15 @@ class LengthBucketedMixin:
             yield rows, part
 
     def calculate_loss(self, interaction):
+        if not self.length_buckets:
+            return super().calculate_loss(interaction)
         total = len(interaction)
         return sum(super(LengthBucketedMixin, self).calculate_loss(part) * (len(rows) / total)
                    for rows, part in self._buckets(interaction))
 
     def _gather(self, interaction, method):
+        if not self.length_buckets:
+            return getattr(super(LengthBucketedMixin, self), method)(interaction)
         out = None
         for rows, part in self._buckets(interaction):
             result = getattr(super(LengthBucketedMixin, self), method)(part)

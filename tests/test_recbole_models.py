@@ -43,3 +43,19 @@ def test_cli_sasrec_bpr_and_bpr_ablation_in_compare(monkeypatch, capsys, toy_con
     result = compare(["SASRec", "DiffuRec"], "toy", seeds=1, config_dict=dict(toy_config, sampling_steps=2),
                      model_config_files={"SASRec": str(bpr)}, output_dir="out", popularity_floor=False)
     assert [r["model"] for r in result["runs"]] == ["SASRec", "DiffuRec"]
+
+
+@pytest.mark.parametrize("model, extra", [
+    ("Pop", {}), ("BPR", {}), ("GRU4Rec", {"train_neg_sample_args": None}),
+    ("SASRec", {"loss_type": "BPR"}), ("NextItNet", {"train_neg_sample_args": None}),
+])
+def test_zoo_subset_matches_recbole(toy_config, model, extra):
+    """The representative subset of benchmarks/recbole_zoo.py: RecBole's objective_function and ours, the same
+    config_dict, give the same test metrics (one seed, reproducible)."""
+    from recbole.quick_start import objective_function as recbole_objective
+
+    config = dict(toy_config, model=model, embedding_size=16, metrics=["Recall", "NDCG"], topk=[10],
+                  valid_metric="NDCG@10", reproducibility=True, **extra)
+    theirs = recbole_objective(config_dict=dict(config), saved=False)
+    ours = objective_function(config_dict=dict(config, length_buckets=0), saved=False)
+    assert dict(theirs["test_result"]) == pytest.approx(dict(ours["test_result"]), abs=1e-4)
