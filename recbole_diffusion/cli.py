@@ -165,6 +165,12 @@ def entry_point(argv=None):
     quiet_library_warnings()
     try:
         main(argv)
+    except ModuleNotFoundError as err:
+        if err.name != "recbole" or os.environ.get("RBD_DEBUG"):
+            raise
+        print("error: RecBole is not installed. Install it without its dependencies (its metadata pins ray<=2.6.3): "
+              "pip install --no-deps recbole==1.2.1", file=sys.stderr)
+        return 2
     except (RecBoleDiffusionError, FileNotFoundError, SyntaxError) as err:
         # SyntaxError: RecBole's answer to a --key given twice with different values
         if os.environ.get("RBD_DEBUG"):

@@ -252,14 +252,14 @@ def _resume_from(checkpoint, trainer, state):
 def _epoch_checkpoint(trainer, epoch, state, staging):
     """A Ray checkpoint of this epoch: the training state (weights, optimizer, early-stopping counters) as
     ``last.pth``, the best model as ``best.pth`` (both our safe format) and the trial state."""
-    from ray.air import Checkpoint
+    from recbole_diffusion.ray_api import api
 
     os.makedirs(staging, exist_ok=True)
     trainer._save_checkpoint(epoch, verbose=False, saved_model_file=os.path.join(staging, "last.pth"))
     _link_or_copy(trainer.saved_model_file, os.path.join(staging, "best.pth"))
     state.best_model_name = os.path.basename(trainer.saved_model_file)
     state.save(staging)
-    return Checkpoint.from_directory(staging)
+    return api().Checkpoint.from_directory(staging)
 
 
 def _trial_config(sampled, spec, trial_dir):
@@ -292,12 +292,13 @@ def _trial_config(sampled, spec, trial_dir):
 def _train_trial(sampled, spec):
     """One trial: ``sampled`` is the configuration Ray drew, ``spec`` what all trials share (see :func:`run_sweep`)."""
     import torch
-    from ray.air import session
 
     from recbole_diffusion.quick_start import build
+    from recbole_diffusion.ray_api import api
     from recbole_diffusion.trainer import SafeCheckpointMixin
 
-    trial_dir = session.get_trial_dir()
+    session = api()
+    trial_dir = session.trial_dir()
     torch.set_num_threads(max(1, int(spec["cpus_per_trial"])))
     config = _trial_config(sampled, spec, trial_dir)
     _, train_data, valid_data, test_data, _, trainer = build(config)
@@ -494,8 +495,10 @@ def run_sweep_from_args(args, config_files):
 
 
 def _new_tuner(trainable, space, metric, mode, num_samples, scheduler, output_dir, max_concurrent_trials, callbacks):
-    from ray import air, tune
+    from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+
+    from recbole_diffusion.ray_api import api
 
     if scheduler == "asha":
         # one training_iteration per evaluation; max_t out of reach, so that only the trial's own epochs and
@@ -508,11 +511,11 @@ def _new_tuner(trainable, space, metric, mode, num_samples, scheduler, output_di
         param_space={name: dim.to_ray() for name, dim in space.items()},
         tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=num_samples, scheduler=scheduler,
                                     max_concurrent_trials=max_concurrent_trials, trial_dirname_creator=_trial_dirname),
-        run_config=air.RunConfig(
+        run_config=api().RunConfig(
             name=os.path.basename(output_dir),
             storage_path=os.path.dirname(output_dir),
-            failure_config=air.FailureConfig(max_failures=0, fail_fast=False),
-            checkpoint_config=air.CheckpointConfig(num_to_keep=1),
+            failure_config=api().FailureConfig(max_failures=0, fail_fast=False),
+            checkpoint_config=api().CheckpointConfig(num_to_keep=1),
             callbacks=callbacks,
             verbose=1,
         ),
