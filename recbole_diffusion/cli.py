@@ -109,20 +109,25 @@ def check_options(args, config_files):
     runs: a misspelt key would otherwise be silently ignored. ``--compare`` checks its own (per model)."""
     if args.compare is not None:
         return
+    from recbole.utils import ModelType
+
     from recbole_diffusion.config import Config, properties_dir
     from recbole_diffusion.validation import check_command_line_keys
 
     also = set()
     if args.augment is not None:  # the augmenter's keys (aug_*) are read from its own yaml
         path = os.path.join(properties_dir(), "model", f"{args.augment}.yaml")
-        if os.path.isfile(path):
-            import yaml
+        if not os.path.isfile(path):
+            return  # an unknown augmenter: --augment's own error names it
+        import yaml
 
-            with open(path, encoding="utf-8") as f:
-                also |= set(yaml.safe_load(f) or {})
+        with open(path, encoding="utf-8") as f:
+            also |= set(yaml.safe_load(f) or {})
     if args.tune is not None:  # the sweep's keys live in the space file, applied on top
         also |= {"space"}
     config = Config(model=args.model, dataset=args.dataset, config_file_list=config_files)
+    if args.augment is not None and config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        return  # --augment's own error: the model is not sequential
     check_command_line_keys(config, also)
 
 

@@ -15,10 +15,10 @@ from recbole.utils import get_model as get_recbole_model
 from recbole.utils import get_trainer as get_recbole_trainer
 
 from recbole_diffusion.bucketing import bucketed
-from recbole_diffusion.compat import add_dok_matrix_update
+from recbole_diffusion.compat import apply_all
 from recbole_diffusion.utils import RecBoleDiffusionError, did_you_mean
 
-add_dok_matrix_update()  # RecBole's graph models (LightGCN, ...) under scipy 1.14
+apply_all()  # numpy 2, pandas 3 and scipy 1.14 repairs of RecBole (compat.py), before any model is built
 
 OUR_SUBMODULES = ("sequential_recommender", "general_recommender")
 RECBOLE_SUBMODULES = (

@@ -135,7 +135,9 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(monkeypatch, capsys, to
     assert code == 0, err
     rows = {float(row["learning_rate"]): row for row in read_rows(out_dir)}
     assert rows[0.005]["status"] == "completed" and rows[0.005]["test ndcg@10"]
-    assert rows[1e6]["status"].startswith("failed: TrainingDivergedError: Training loss became NaN in epoch 1")
+    # Ray 2.6.3 names the error class, current Ray its module too
+    status = rows[1e6]["status"]
+    assert status.startswith("failed: ") and "TrainingDivergedError: Training loss became NaN in epoch 1" in status
     assert rows[1e6]["valid ndcg@10"] == ""
     with open(os.path.join(out_dir, "best.yaml")) as f:
         assert yaml.safe_load(f) == {"learning_rate": 0.005}
