@@ -89,12 +89,14 @@ def key_values(pairs):
     return out
 
 
-def write_result(name, lines, tag=""):
-    """Print ``lines`` and keep them in benchmarks/results/<name>[_<tag>].md with the date and the machine."""
+def write_result(name, lines, tag="", quiet=False):
+    """Print ``lines`` (unless ``quiet``) and keep them in benchmarks/results/<name>[_<tag>].md with the date and
+    the machine."""
     name = f"{name}_{tag}" if tag else name
     text = "\n".join([f"# {name}", "", f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} on {machine()}.",
                       f"Command: `python {' '.join(sys.argv)}`", "", *lines, ""])
-    print(text)
+    if not quiet:
+        print(text)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", f"{name}.md"), "w") as f:
         f.write(text)

@@ -66,7 +66,14 @@ def settings(kind, model, dataset, epochs):
 
 
 def run(side, config):
-    sys.argv = sys.argv[:1]
+    argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config reads --key=value from argv: ours are not keys
+    try:
+        return _run(side, config)
+    finally:
+        sys.argv = argv
+
+
+def _run(side, config):
     if side == "recbole":
         from recbole.quick_start import objective_function
     else:
@@ -125,11 +132,19 @@ def main():
         rows.append(f"| {kind} | {model} | {'pass' if ok_r else 'fail'} | {'pass' if ok_o else 'fail'} | "
                     f"{cell(rec)} | {cell(ours)} | {agree} | {note.replace('|', '/')} |")
         print(rows[-1], flush=True)
+        _write(rows, counts, args, partial=True)
+    _write(rows, counts, args, partial=False)
+
+
+def _write(rows, counts, args, partial):
     summary = (f"{counts['both']} models run under both, {counts['differ']} of them with different metrics; "
                f"{counts['recbole_only']} run under RecBole only; {counts['neither']} fail under both; "
                f"{counts['skipped']} skipped (need data ml-100k's interactions lack).")
+    if partial:
+        summary = "(partial: still running) " + summary
     write_result("recbole_zoo", [f"Dataset {args.dataset}, {args.epochs} epoch(s), tiny sizes, one seed; the same "
-                                 "config_dict on both sides (see the script's docstring).", "", summary, "", *rows])
+                                 "config_dict on both sides (see the script's docstring).", "", summary, "", *rows],
+                 quiet=partial)
 
 
 if __name__ == "__main__":

@@ -163,6 +163,8 @@ def quiet_library_warnings():
     for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category, module=r"(recbole|pandas|torch|ray|numpy|sklearn)\b")
     warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
+    # torch's notice about RecBole's tensors made from read-only numpy arrays (pandas 3 hands those out)
+    warnings.filterwarnings("ignore", message=r"The given NumPy array is not writable", category=UserWarning)
 
 
 def entry_point(argv=None):
