@@ -67,9 +67,26 @@ def train_curve(model, variant, epochs, common, say, extra=None):
                          if k in config}, "finished": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
+PATIENCE = (3, 5, 10)
+
+
+def replay_early_stopping(curve, patience):
+    """(epoch at which RecBole's early stopping with ``stopping_step = patience`` would stop or None, index of the
+    epoch it keeps)."""
+    best, waited = 0, 0
+    for i, point in enumerate(curve):
+        if i == 0 or point["valid"][METRIC] >= curve[best]["valid"][METRIC]:  # RecBole: a tie is kept too
+            best, waited = i, 0
+        else:
+            waited += 1
+            if waited > patience:
+                return i + 1, best
+    return None, best
+
+
 def summary(run, floor_valid):
     values = [point["valid"][METRIC] for point in run["curve"]]
-    best = max(range(len(values)), key=values.__getitem__)
+    best = replay_early_stopping(run["curve"], len(values))[1]  # RecBole's pick: the last of equal bests
     beats = next((i + 1 for i, v in enumerate(values) if v > floor_valid), None)
     near = next(i + 1 for i, v in enumerate(values) if v >= 0.9 * values[best])
     return {"best_epoch": best + 1, "best_valid": values[best], "beats_pop": beats, "reach90": near,
@@ -82,7 +99,7 @@ def report(out, runs, command):
     floor_valid = floor["curve"][0]["valid"][METRIC] if floor else float("nan")
     floor_test = floor["curve"][0]["test"] if floor else {}
     lines = ["# Convergence on beauty5k: sequential diffusion models, old defaults against new", "",
-             f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} on {machine()}.", f"Command: `{command}`", "",
+             f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} on {machine()}.", f"Command(s): `{command}`", "",
              "beauty5k (5,000 users, all 12,101 Beauty items ranked), leave-one-out, full ranking, hidden 64, "
              "2 blocks, each model's other yaml defaults; no early stopping: valid and test after every epoch. "
              "*old*: `embedding_init_std: 1.0, noise_std: 1.0` (the N(0, 1) item table of the official codes, "
@@ -101,6 +118,19 @@ def report(out, runs, command):
         lines.append(f"| {run['model']} | {run['variant']} | {run['epochs']} | {s['beats_pop'] or 'never'} | "
                      f"{s['reach90']} | {s['best_epoch']} | {s['best_valid']:.4f} | {s['test']['ndcg@10']:.4f} | "
                      f"{s['test']['hit@10']:.4f} | {beats_test} | {s['sec_per_epoch']:.1f} |")
+    lines += ["", "Early stopping replayed on each curve (RecBole's rule, utils.early_stopping: a valid NDCG@10 >= the "
+              "best is kept as the new best; stop when more than `stopping_step` validations in a row are below it): the epoch it stops at and the test NDCG@10 it keeps. "
+              "'-' = still running at the last epoch trained.", "",
+              "| model | variant | " + " | ".join(f"patience {p}" for p in PATIENCE) + " |",
+              "|---|---|" + "---|" * len(PATIENCE)]
+    for run in runs:
+        if run["model"] == "SeqPop":
+            continue
+        cells = []
+        for patience in PATIENCE:
+            stop, best = replay_early_stopping(run["curve"], patience)
+            cells.append(f"{stop or '-'} ({run['curve'][best]['test'][METRIC]:.4f})")
+        lines.append(f"| {run['model']} | {run['variant']} | " + " | ".join(cells) + " |")
     lines += ["", "Valid NDCG@10 per epoch:", ""]
     for run in runs:
         if run["model"] != "SeqPop":
@@ -125,12 +155,13 @@ def plot(out, runs, floor_valid):
     for i, run in enumerate(r for r in runs if r["model"] != "SeqPop"):
         xs = [p["epoch"] for p in run["curve"]]
         ax.plot(xs, [p["valid"][METRIC] for p in run["curve"]], color=f"C{DIFFUSION.index(run['model'])}"
-                if run["model"] in DIFFUSION else "black", linestyle="--" if run["variant"] == "old" else "-",
+                if run["model"] in DIFFUSION else "black",
+                linestyle={"old": "--", "new": "-"}.get(run["variant"], "-."),
                 marker=".", label=f"{run['model']} {run['variant']}")
     ax.axhline(floor_valid, color="grey", linestyle=":", label="popularity (SeqPop)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("valid NDCG@10")
-    ax.set_title("beauty5k, hidden 64, 2 blocks: valid NDCG@10 per epoch (dashed: old defaults)")
+    ax.set_title("beauty5k, hidden 64, 2 blocks: valid NDCG@10 per epoch (dashed: old defaults, dash-dot: options)")
     ax.legend(fontsize="small", ncol=2)
     fig.savefig(os.path.join(out, "curves.png"), dpi=110)
 
@@ -147,8 +178,10 @@ def main():
     parser.add_argument("--extra", action="append",
                         help="NAME:KEY=VALUE[,KEY=VALUE]: one more variant NAME of the yaml defaults with overrides")
     parser.add_argument("--report_only", action="store_true")
+    parser.add_argument("--commands", default=None,
+                        help="with --report_only: the commands that made runs.jsonl, for the report's header")
     args = parser.parse_args()
-    command = "python " + " ".join(sys.argv)
+    command = args.commands or ("python " + " ".join(sys.argv))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "runs.jsonl")
     extra = {}
