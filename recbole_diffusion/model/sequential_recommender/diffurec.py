@@ -21,6 +21,11 @@ Differences from the official code, all documented in ``properties/model/DiffuRe
       and flattens padding query rows (``attention_mask: official`` reproduces it; with no position embedding the
       side of the padding does not matter, so this matches left padding too, and batches are then not trimmed).
     * Few-step inference with DDIM (``sampler: ddim``) is offered beside the paper's 32-step ancestral chain.
+    * Embedding tables start at N(0, 0.02^2) (``embedding_init_std``), not PyTorch's N(0, 1) of the official code
+      (``embedding_init_std: 1.0``), with the diffusion noise scaled alike (``noise_std``) so that the paper's
+      signal-to-noise ratios hold. With N(0, 1) the first logits have std ~ sqrt(H) and the model stays below
+      popularity for its first ~10 epochs on Beauty (docs/sequential.md).
+    * Evaluation starts each user's reverse chain from a fixed x_T (the base class), so it is deterministic.
 """
 
 import torch

@@ -38,6 +38,8 @@ Choices the paper leaves open:
       norm of x_0: the schedule's signal-to-noise ratio abar_t / (1 - abar_t) is then the ratio of squared norms
       it is for unit-variance data, and the projection only corrects a norm that is 1 on average (with unit
       variance per coordinate the noise's norm sqrt(H) would drown the signal from the first steps).
+    * Embedding tables start at N(0, 0.02^2) (``embedding_init_std``); targets are normalized, so this does not
+      change the diffusion's signal-to-noise ratio.
     * T = 100 with DDPM's linear schedule (rescaled to T), x_T uniform on the sphere; L_recon = ||x_0 - x0_pred||^2
       = 2 - 2 cos.
     * The default sampler is a 2-step deterministic DDIM; the paper's full ancestral chain is ``sampler:

@@ -33,6 +33,8 @@ Differences from the official code, all documented in ``properties/model/DiQDiff
       official masking), and the reverse chain's variance is the posterior variance the official code meant: it
       passes that variance where a log-variance belongs, so its noise has a standard deviation near 1 at every
       step.
+    * Embedding tables start at N(0, 0.02^2) (``embedding_init_std``; official N(0, 1) is 1.0), noise scaled
+      alike, as in our DiffuRec (docs/sequential.md).
     * The default sampler is a 2-step deterministic DDIM; the paper's 32-step ancestral chain is
       ``sampler: ancestral``. x_t enters the approximator with weight 0.001, so the chain barely moves the
       output: on a noisy synthetic set (600 users, 100 items, hidden 32, 20 epochs, one CPU thread) test NDCG@10

@@ -28,6 +28,9 @@ Differences from the official code, all documented in ``properties/model/DreamRe
       normalized input) instead of the official ReLU Conv1d feed-forward and keys on the un-normalized input;
       it masks padding keys, so RecBole's right padding needs no official pad id (the official pad is item_num).
     * ``hidden_size`` is not fixed to 64 (the official unconditional forward hard-codes 64).
+    * The schedules are the official ones by name (``linear`` not rescaled by 1000/T, ``cosine`` clipped to
+      [1e-4, 0.9999]); the item table keeps the official N(0, 1) (``embedding_init_std: 1.0``): with the MSE alone
+      a small table stays collapsed.
 
 Option outside the paper (off by default): ``ce_loss_weight`` > 0 adds the cross-entropy of x0_pred against
 every item embedding (DiffuRec's loss) to the MSE. It changes the objective the paper argues for

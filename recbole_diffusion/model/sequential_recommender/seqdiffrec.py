@@ -45,6 +45,7 @@ Choices the paper leaves open, made here (each is a key of ``properties/model/Se
     * k (``inference_samples``): 4; the paper says "several". Architecture sizes are RecBole's SASRec defaults
       (hidden 64, 2 layers, 2 heads, inner 256) and dropout DiffuRec's 0.1: the paper's values are not known.
     * The paper's "efficient training strategy" is not described in enough detail to implement; not included.
+    * Embedding tables start at N(0, 0.02^2) (``embedding_init_std``), the noise scaled alike (``noise_std``).
 """
 
 import torch
