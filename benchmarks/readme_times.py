@@ -19,7 +19,7 @@ from common import write_result  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN_JOB = ["--model=DiffuRec", "--dataset=ml-100k", "--epochs=3", "--hidden_size=64", "--inner_size=256",
-            "--n_layers=2", "--n_heads=2", "--sampler=ddim", "--sampling_steps=4"]
+            "--n_layers=2", "--n_heads=2", "--MAX_ITEM_LIST_LENGTH=20", "--sampler=ddim", "--sampling_steps=4"]
 SHORT_RUN = ["--model=DiffuRec", "--dataset=ml-100k", "--epochs=1", "--hidden_size=32", "--inner_size=64",
              "--n_layers=1", "--n_heads=1", "--MAX_ITEM_LIST_LENGTH=20"]
 LOAD = "import torch\na = torch.randn(1024, 1024)\nwhile True:\n    a @ a\n"

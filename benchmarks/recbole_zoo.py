@@ -1,7 +1,7 @@
 """Parity over RecBole 1.2.1's model zoo (issue 17): every general and sequential model class RecBole ships, with
 its own default settings and tiny sizes, through RecBole's ``objective_function`` and through ours, on ml-100k.
 
-    python benchmarks/recbole_zoo.py [--models SASRec,BPR,...] [--dataset ml-100k] [--epochs 1]
+    python benchmarks/recbole_zoo.py [--models SASRec,BPR,...] [--dataset ml-100k] [--epochs 1] [--restart]
 
 Both sides get the same config_dict: the model, 1 epoch, tiny sizes, one seed with reproducibility on, the same
 metrics (Recall, NDCG at 10; selection on NDCG@10) and, for sequential models, the negative sampling RecBole
@@ -9,7 +9,7 @@ requires for the loss (none with CE, uniform with BPR; RecBole refuses CE with n
 ``length_buckets: 0`` (RecBole's forward path: buckets are exact in evaluation, but change training's dropout
 draws; tests/test_bucketing.py covers them). A model that runs under
 RecBole must run under ours; where both are deterministic, the metrics must agree. Results:
-benchmarks/results/recbole_zoo.md.
+benchmarks/results/recbole_zoo.md, rewritten after each model; a rerun resumes it (models already in it are kept).
 """
 
 import argparse
@@ -86,19 +86,53 @@ def _run(side, config):
     return dict(result["test_result"]), time.perf_counter() - start
 
 
+def _rows_done(args):
+    """Rows of models already in benchmarks/results/recbole_zoo.md from an earlier run with the same settings."""
+    from common import HERE
+
+    path = os.path.join(HERE, "results", "recbole_zoo.md")
+    if not os.path.isfile(path):
+        return {}
+    text = open(path, encoding="utf-8").read()
+    if f"Dataset {args.dataset}, {args.epochs} epoch(s)" not in text:
+        return {}
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| type")]
+    return {row.split("|")[2].strip(): row for row in rows}
+
+
+def _count(counts, row):
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    recbole, ours, agree = cells[2], cells[3], cells[6]
+    if recbole == "skipped":
+        counts["skipped"] += 1
+    elif recbole == "pass" and ours == "pass":
+        counts["both"] += 1
+        counts["differ"] += agree != "yes"
+    elif recbole == "pass":
+        counts["recbole_only"] += 1
+    elif ours != "pass":
+        counts["neither"] += 1
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=None)
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--restart", action="store_true", help="run every model again (default: resume the table)")
     args = parser.parse_args()
     chosen = set(args.models.split(",")) if args.models else None
     rows = ["| type | model | RecBole | ours | RecBole ndcg@10 | ours ndcg@10 | agree | note |",
             "|---|---|---|---|---:|---:|---|---|"]
     counts = {"both": 0, "recbole_only": 0, "neither": 0, "skipped": 0, "differ": 0}
+    done = {} if args.restart else _rows_done(args)
     os.chdir(tempfile.mkdtemp())
     for kind, model in zoo():
         if chosen and model not in chosen:
+            continue
+        if model in done:  # resumed: a model already in the table is not run again
+            rows.append(done[model])
+            _count(counts, done[model])
             continue
         if model in NEEDS_MORE:
             rows.append(f"| {kind} | {model} | skipped | skipped | | | | needs {NEEDS_MORE[model]} |")
