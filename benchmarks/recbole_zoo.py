@@ -128,11 +128,11 @@ def main():
     done = {} if args.restart else _rows_done(args)
     os.chdir(tempfile.mkdtemp())
     for kind, model in zoo():
-        if chosen and model not in chosen:
-            continue
-        if model in done:  # resumed: a model already in the table is not run again
+        if model in done:  # resumed: a model already in the table is kept, not run again
             rows.append(done[model])
             _count(counts, done[model])
+            continue
+        if chosen and model not in chosen:
             continue
         if model in NEEDS_MORE:
             rows.append(f"| {kind} | {model} | skipped | skipped | | | | needs {NEEDS_MORE[model]} |")
@@ -174,6 +174,8 @@ def _write(rows, counts, args, partial):
     summary = (f"{counts['both']} models run under both, {counts['differ']} of them with different metrics; "
                f"{counts['recbole_only']} run under RecBole only; {counts['neither']} fail under both; "
                f"{counts['skipped']} skipped (need data ml-100k's interactions lack).")
+    covered, total = len(rows) - 2, len(zoo())
+    summary = f"{covered} of RecBole's {total} general and sequential models are in the table. " + summary
     if partial:
         summary = "(partial: still running) " + summary
     write_result("recbole_zoo", [f"Dataset {args.dataset}, {args.epochs} epoch(s), tiny sizes, one seed; the same "
