@@ -19,7 +19,6 @@ from recbole_diffusion.data import check_dataset, create_dataset, data_preparati
 from recbole_diffusion.pretrain import prepare as prepare_pretrained
 from recbole_diffusion.registry import get_model, get_trainer
 from recbole_diffusion.trainer import load_checkpoint
-from recbole_diffusion.validation import check_common_keys
 
 
 def _check_model_config(config):
@@ -56,7 +55,7 @@ def details_logger(config):
     return details
 
 
-def log_file(config=None):
+def log_file():
     """The path of RecBole's log file of this run (its FileHandler), or None."""
     for handler in getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
@@ -65,10 +64,10 @@ def log_file(config=None):
 
 
 def preflight(config, say=None):
-    """Every check that needs no data, before anything is loaded, trained or printed: RecBole's common keys,
-    the model's hyperparameters, the dataset's files. One RecBoleDiffusionError line on the first problem.
-    Then torch's thread count is set (``threads``)."""
-    check_common_keys(config)
+    """Every check that needs no data, before anything is loaded, trained or printed: the model's
+    hyperparameters and the dataset's files (RecBole's common keys were checked when the Config was built, see
+    ``Config._set_default_parameters``). One RecBoleDiffusionError line on the first problem. Then torch's
+    thread count is set (``threads``)."""
     apply_threads(config)
     _check_model_config(config)
     check_dataset(config, say)
