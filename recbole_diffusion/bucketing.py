@@ -4,18 +4,25 @@
 RecBole pads every sequence to ``MAX_ITEM_LIST_LENGTH`` (50), while Amazon Beauty sequences average 9 items: most
 of a batch's attention or recurrence runs over padding. For the models listed in :data:`EXACT` the cut changes
 nothing but the time: they read the hidden state at ``item_seq_len - 1``, positions count from the left (RecBole
-pads on the right), and padding keys are masked (SASRec) or come after the state read (GRU4Rec). Scores in eval
-mode and the loss with dropout off are the same as RecBole's, bucketed or not (``tests/test_bucketing.py``).
+pads on the right), and padding keys are masked (SASRec, BERT4Rec) or come after the state read (GRU4Rec). Scores
+in eval mode and the loss with dropout off are the same as RecBole's, bucketed or not (``tests/test_bucketing.py``).
 Models where this is not exact keep RecBole's path.
 
-The loss of a batch is the size-weighted mean of its groups' mean losses, which is the batch mean. Training is
-not bit-identical (dropout draws follow the tensor shapes); ``length_buckets: 0`` restores RecBole's own path.
+BERT4Rec needs no extra slot in RecBole 1.2.1: in training its mask token replaces items of the sequence (the data
+transform draws them before the model sees the batch, so buckets do not change which items are masked), and in
+evaluation ``reconstruct_test_data`` appends one column, writes the mask at ``item_seq_len`` and drops the first
+column, which fits any width >= the longest sequence.
+
+The loss of a batch is the weighted mean of its groups' mean losses with the weights that give the batch's own
+mean: the share of rows (a mean over rows: SASRec, GRU4Rec) or the share of loss terms (BERT4Rec averages over
+its masked positions, those with ``MASK_INDEX > 0``). Training is not bit-identical (dropout draws follow the
+tensor shapes); ``length_buckets: 0`` restores RecBole's own path.
 """
 
 import torch
 
-# model name -> positions a model needs after the longest sequence (0: none)
-EXACT = {"SASRec": 0, "GRU4Rec": 0}
+# model name -> what its batch loss averages over: None (rows) or the field whose positive entries are its terms
+EXACT = {"SASRec": None, "GRU4Rec": None, "BERT4Rec": "MASK_INDEX"}
 
 
 def bucketed(model_class):
@@ -24,7 +31,7 @@ def bucketed(model_class):
     if name not in EXACT or getattr(model_class, "_length_bucketed", False):
         return model_class
     return type(name, (LengthBucketedMixin, model_class), {"__module__": model_class.__module__,
-                                                           "_length_bucketed": True, "_extra_slots": EXACT[name]})
+                                                           "_length_bucketed": True, "_loss_terms": EXACT[name]})
 
 
 class LengthBucketedMixin:
@@ -44,23 +51,35 @@ class LengthBucketedMixin:
         lengths = interaction[self.ITEM_SEQ_LEN]
         order = torch.argsort(lengths)
         full = interaction[self.ITEM_SEQ].shape[1]
+        suffix = self.ITEM_SEQ[len(self.ITEM_ID):]  # RecBole's LIST_SUFFIX
         for rows in order.tensor_split(min(self.length_buckets, order.shape[0])):
             if rows.numel() == 0:
                 continue
             part = interaction[rows]
-            width = min(full, int(lengths[rows].max()) + self._extra_slots)
+            width = int(lengths[rows].max())
             for key, value in part.interaction.items():
-                # every per-position list field (item_id_list, timestamp_list, ...) is cut the same way
-                if value.dim() >= 2 and value.shape[1] == full and key != self.ITEM_SEQ_LEN:
+                # every per-position list field (item_id_list, timestamp_list, Mask_item_id_list, ...) is cut the
+                # same way; BERT4Rec's per-mask fields (MASK_INDEX, Pos_/Neg_item_id) are not positions
+                if key.endswith(suffix) and value.dim() >= 2 and value.shape[1] == full:
                     part.interaction[key] = value[:, :width]
             yield rows, part
 
     def calculate_loss(self, interaction):
         if not self.length_buckets:
             return super().calculate_loss(interaction)
-        total = len(interaction)
-        return sum(super(LengthBucketedMixin, self).calculate_loss(part) * (len(rows) / total)
-                   for rows, part in self._buckets(interaction))
+        if self._loss_terms is None:
+            terms = torch.ones(len(interaction), device=interaction[self.ITEM_SEQ].device)
+        else:
+            terms = (interaction[self._loss_terms] > 0).sum(dim=1).float()
+        total = terms.sum()
+        if total == 0:  # no loss term at all: RecBole's own result (0/0), whatever it is
+            return super().calculate_loss(interaction)
+        loss = 0.0
+        for rows, part in self._buckets(interaction):
+            share = terms[rows].sum() / total
+            if share > 0:  # a group without terms has a 0/0 mean of its own; it adds nothing to the batch's
+                loss = loss + super(LengthBucketedMixin, self).calculate_loss(part) * share
+        return loss
 
     def _gather(self, interaction, method):
         if not self.length_buckets:
