@@ -29,7 +29,8 @@ def parse_args(argv=None):
     # Comparison flags: read as text and checked by compare.py, so that a bad value is one error line.
     parser.add_argument("--compare", type=str, default=None,
                         help="comma-separated models to train and test side by side instead of --model")
-    parser.add_argument("--seeds", type=str, default="3", help="with --compare: seeds per model (default 3)")
+    parser.add_argument("--seeds", type=str, default="3",
+                        help="with --compare: seeds per model (default 3), or per model: 2,DiffuRec:3,SASRec:3")
     parser.add_argument("--budget_epochs", type=str, default=None, help="with --compare: epochs for every model")
     parser.add_argument("--model_config", type=str, default=None,
                         help="with --compare: per-model yaml, e.g. DiffuRec:best.yaml,SASRec:sas.yaml")
@@ -75,9 +76,9 @@ def run_comparison(args, config_files):
 
     if args.nproc != 1 or args.world_size > 0:
         raise RecBoleDiffusionError("--compare runs one process; leave out --nproc/--world_size.")
+    seeds, model_seeds = compare.parse_seeds(args.seeds)
     result = compare.compare(
-        compare.parse_model_list(args.compare), args.dataset,
-        seeds=compare.parse_positive_int("seeds", args.seeds),
+        compare.parse_model_list(args.compare), args.dataset, seeds=seeds, model_seeds=model_seeds,
         config_file_list=config_files,
         model_config_files=compare.parse_model_configs(args.model_config),
         budget_epochs=None if args.budget_epochs is None else compare.parse_positive_int(

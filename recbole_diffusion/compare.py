@@ -38,6 +38,15 @@ Design choices, and why:
 * **Resume.** A run is identified by (model, seed, settings), where settings is a hash of the run's whole
   resolved configuration minus display-only keys. A run already in ``runs.jsonl`` with the same identity is
   not trained again; a changed hyperparameter, yaml file, dataset path or device makes a new identity.
+  A run cut short (a killed process, the end of a session) continues from its last validated epoch: after each
+  validation the run's whole state (weights, optimizer, early-stopping counters, the best weights so far, its
+  curve and timings, and every random generator it draws from: torch's, numpy's, Python's and the training
+  loader's shuffle) is written atomically to ``output_dir/progress/``, and deleted once the run is in
+  ``runs.jsonl``. A resumed run trains the same epochs on the same batches as an uninterrupted one and reaches
+  the same result (``tests/test_compare.py``); its timings are those of the epochs each process ran.
+* **Time to quality.** Each run keeps its validation curve (epoch, validation score, cumulative training and
+  validation seconds). The report gives, per model, the epochs and wall time to its best validation score and
+  to the best validation score of the strongest baseline (SASRec when present).
 * **Settings of each model.** RecBole's layers, lowest first: its defaults and ours, the model's own yaml,
   ``config_file_list`` (``--config_files``), the model's file from ``model_config_files`` (``--model_config``,
   e.g. the best yaml of a Ray Tune sweep), ``config_dict``, the command line. Overrides given on the command
@@ -58,9 +67,11 @@ import hashlib
 import io
 import json
 import os
+import random
 import statistics
 import time
 
+import numpy as np
 import torch
 from recbole.utils import init_logger, init_seed
 from recbole.utils.argument_list import dataset_arguments
@@ -69,7 +80,8 @@ from recbole_diffusion.config import Config
 from recbole_diffusion.data import create_dataset
 from recbole_diffusion.quick_start import build, preflight
 from recbole_diffusion.registry import get_model, our_model_names
-from recbole_diffusion.utils import RecBoleDiffusionError, did_you_mean, write_atomic, write_text
+from recbole_diffusion.trainer import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from recbole_diffusion.utils import CheckpointError, RecBoleDiffusionError, did_you_mean, write_atomic, write_text
 from recbole_diffusion.validation import unknown_command_line_keys, unknown_key_error
 
 # Keys that change how a run is shown or stored, not what it computes: left out of a run's identity.
@@ -103,6 +115,19 @@ def parse_positive_int(flag, value):
     if number < 1 or str(number) != str(value).strip():
         raise RecBoleDiffusionError(f"--{flag} must be a whole number >= 1, got {value!r}.")
     return number
+
+
+def parse_seeds(text):
+    """``--seeds=3`` or ``--seeds=2,DiffuRec:3,SASRec:3`` (a default, then per-model counts) -> (int, dict)."""
+    first, *rest = [part.strip() for part in str(text).split(",")]
+    per_model = {}
+    for part in rest:
+        model, sep, count = part.partition(":")
+        if not sep or not model.strip():
+            raise RecBoleDiffusionError(f"--seeds={text}: after the default count, write Model:N (e.g. "
+                                        f"--seeds=2,DiffuRec:3), got {part!r}.")
+        per_model[model.strip()] = parse_positive_int("seeds", count.strip())
+    return parse_positive_int("seeds", first), per_model
 
 
 def parse_model_list(text):
@@ -148,7 +173,7 @@ def is_floor(model):
     return model == "Pop" or getattr(get_model(model), "is_popularity_floor", False)
 
 
-def check_inputs(models, seeds, model_config_files, config_file_list, budget_epochs):
+def check_inputs(models, seeds, model_config_files, config_file_list, budget_epochs, model_seeds=None):
     """Raise one RecBoleDiffusionError line for the first input error that can be seen without data."""
     if not models:
         raise RecBoleDiffusionError("--compare names no model; write e.g. --compare=DiffuRec,SASRec.")
@@ -159,8 +184,13 @@ def check_inputs(models, seeds, model_config_files, config_file_list, budget_epo
             )
     for model in models:
         get_model(model)  # an unknown name: the registry's error, with did-you-mean and the available models
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise RecBoleDiffusionError(f"--seeds must be a whole number >= 1, got {seeds!r}.")
+    for count in [seeds, *(model_seeds or {}).values()]:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise RecBoleDiffusionError(f"--seeds must be a whole number >= 1, got {count!r}.")
+    for model in model_seeds or {}:
+        if model not in models:
+            raise RecBoleDiffusionError(f"--seeds gives a count for '{model}', which is not in "
+                                        f"--compare={','.join(models)}." + did_you_mean(model, models))
     if budget_epochs is not None and (isinstance(budget_epochs, bool) or not isinstance(budget_epochs, int)
                                       or budget_epochs < 1):
         raise RecBoleDiffusionError(f"--budget_epochs must be a whole number >= 1, got {budget_epochs!r}.")
@@ -264,7 +294,42 @@ def dataset_settings(config):
 # ----------------------------------------------------------------------------------------------------------
 # One run
 # ----------------------------------------------------------------------------------------------------------
-def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say):
+def _rng_states(train_data):
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate(),
+            "loader": train_data.generator.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_states(states, train_data):
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    train_data.generator.set_state(states["loader"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _load_progress(progress_file, key, say):
+    """The saved state of an unfinished run with settings ``key``, or None (no file, or one that does not fit)."""
+    if not progress_file or not os.path.isfile(progress_file):
+        return None
+    try:
+        progress = load_checkpoint(progress_file)
+    except CheckpointError as err:
+        say(f"{err} Starting this run from its first epoch.")
+        return None
+    if progress.get("settings") != key:
+        say(f"{progress_file} holds a run with other settings: starting this run from its first epoch.")
+        return None
+    return progress
+
+
+def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, progress_file=None, key=None):
     """Train ``config['model']`` with RecBole's ``fit`` and test its best-validation epoch.
 
     Args:
@@ -272,14 +337,17 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say):
         dataset (Dataset): a never-built dataset of this configuration's dataset settings; it is consumed.
         label (str): prefix of the epoch progress lines.
         keep_checkpoints (bool): also write the trainer's checkpoint files (else the best weights stay in memory).
+        progress_file (str): where the run's state goes after each validation, and is continued from when the
+            file exists with the same settings ``key`` (see the module's notes on resuming).
+        key (str): the run's settings identity (see :func:`settings_key`).
 
     Returns:
         dict: every number of the run (see :func:`compare`).
     """
     init_seed(config["seed"], config["reproducibility"])
     _, train_data, valid_data, test_data, model, trainer = build(config, dataset=dataset)
-    best = {}
-    save_checkpoint = trainer._save_checkpoint
+    best, curve, valid_seconds = {}, [], []
+    save_best = trainer._save_checkpoint
 
     def keep_best(epoch, verbose=True, **kwargs):
         # fit(saved=True) calls this exactly when the validation metric improves (RecBole's selection).
@@ -287,26 +355,58 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say):
         best["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         best["other"] = copy.deepcopy(model.other_parameter())
         if keep_checkpoints:
-            save_checkpoint(epoch, verbose=verbose, **kwargs)
+            save_best(epoch, verbose=verbose, **kwargs)
 
     trainer._save_checkpoint = keep_best
     last = {}
+    epoch_seconds = record_epoch_times(trainer, lambda *args: on_epoch(*args))
+    progress = _load_progress(progress_file, key, say)
+    if progress is not None:
+        model.load_state_dict(progress["state_dict"])
+        model.load_other_parameter(progress["other_parameter"])
+        trainer.optimizer.load_state_dict(progress["optimizer"])
+        trainer.start_epoch = progress["epoch"] + 1
+        trainer.cur_step = progress["cur_step"]
+        trainer.best_valid_score = progress["best_valid_score"]
+        trainer.best_valid_result = progress["best_valid_result"]
+        if progress["best"]:
+            best.update(progress["best"])
+        curve.extend(progress["curve"])
+        epoch_seconds.extend(progress["epoch_seconds"])
+        valid_seconds.extend(progress["valid_seconds"])
+        _set_rng_states(progress["rng"], train_data)
+        say(f"{label}: resumed after epoch {trainer.start_epoch} from {progress_file}")
 
     def on_epoch(epoch_idx, seconds, loss):
         loss = sum(loss) if isinstance(loss, tuple) else loss
-        last.update(text=f"{label} epoch {epoch_idx + 1}/{config['epochs']}: train {seconds:.2f} s, loss {loss:.4f}")
+        last.update(text=f"{label} epoch {epoch_idx + 1}/{config['epochs']}: train {seconds:.2f} s, loss {loss:.4f}",
+                    end=time.perf_counter())
         if trainer.eval_step <= 0 or (epoch_idx + 1) % trainer.eval_step:
             say(last["text"])  # no validation follows this epoch: nothing to add to the line
 
     def on_valid(epoch_idx, valid_score):
+        valid_seconds.append(time.perf_counter() - last["end"])
+        curve.append([epoch_idx + 1, float(valid_score), sum(epoch_seconds), sum(valid_seconds)])
         mark = " (best so far)" if best.get("epoch") == epoch_idx else ""
         say(f"{last['text']}, valid {config['valid_metric'].lower()} {valid_score:.4f}{mark}")
+        if progress_file:
+            save_checkpoint({
+                "format": CHECKPOINT_FORMAT, "kind": "run in progress", "settings": key,
+                "epoch": epoch_idx, "cur_step": trainer.cur_step, "best_valid_score": float(trainer.best_valid_score),
+                "best_valid_result": {k: float(v) for k, v in (trainer.best_valid_result or {}).items()},
+                "stopped": trainer.cur_step > trainer.stopping_step or epoch_idx + 1 >= trainer.epochs,
+                "state_dict": model.state_dict(), "other_parameter": model.other_parameter(),
+                "optimizer": trainer.optimizer.state_dict(), "best": best, "curve": curve,
+                "epoch_seconds": epoch_seconds, "valid_seconds": valid_seconds, "rng": _rng_states(train_data),
+            }, progress_file)
 
-    epoch_seconds = record_epoch_times(trainer, on_epoch)
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, verbose=True, saved=True, show_progress=config["show_progress"],
-        callback_fn=on_valid,
-    )
+    if progress is not None and progress["stopped"]:  # training had ended; only the test was left
+        best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
+    else:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, verbose=True, saved=True, show_progress=config["show_progress"],
+            callback_fn=on_valid,
+        )
     if best:
         model.load_state_dict(best["state"])
         model.load_other_parameter(best["other"])
@@ -320,12 +420,16 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say):
         "test": {k: float(v) for k, v in test_result.items()},
         "sec_per_epoch": statistics.mean(epoch_seconds) if epoch_seconds else None,
         "epoch_seconds": epoch_seconds,
+        "valid_curve": curve,
         "infer_ms_per_user": ms_per_user,
         "test_users": int(test_data.sample_size),
         "params": count_parameters(model),
+        "threads": torch.get_num_threads(),
         "device": str(config["device"]) + (
             f" ({torch.cuda.get_device_name(config['device'])})" if config["device"].type == "cuda" else ""),
     }
+    if progress is not None:
+        record["resumed_after_epoch"] = progress["epoch"] + 1
     if keep_checkpoints:
         record["model_file"] = trainer.saved_model_file
     return record
@@ -533,6 +637,50 @@ def below_floor(rows, runs):
     return floor, [row["model"] for row in rows if row["kind"] != "floor" and row["values"][metric][0] <= level]
 
 
+def _duration(seconds):
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def time_to_quality(runs, models):
+    """Markdown lines: per model, epochs and wall time (training + validation) to its best validation score and
+    to the reference's (SASRec's, else the strongest baseline's) mean best validation score. Empty without curves."""
+    curved = [r for r in runs if r.get("valid_curve") and r["kind"] != "floor"]
+    if not curved:
+        return []
+    metric = curved[0]["valid_metric"]
+    baselines = {}
+    for r in curved:
+        if r["kind"] == "baseline":
+            baselines.setdefault(r["model"], []).append(r["best_valid_score"])
+    reference = "SASRec" if "SASRec" in baselines else max(
+        baselines, key=lambda m: statistics.mean(baselines[m]), default=None)
+    target = statistics.mean(baselines[reference]) if reference else None
+    lines = ["", f"**Time to quality** (wall time of training plus validation after each epoch, "
+                 f"{curved[0].get('threads', '?')} thread(s), mean over seeds)"
+             + (f"; the target is {reference}'s mean best validation {metric}, {target:.4f}." if reference else "."),
+             "", f"| model | epochs to its best | time to its best | epochs to {reference or 'target'} | "
+                 f"time to {reference or 'target'} |", "|---|---:|---:|---:|---:|"]
+    for model in models:
+        mine = [r for r in curved if r["model"] == model]
+        if not mine:
+            continue
+        to_best = [next(p for p in r["valid_curve"] if p[0] == r["best_epoch"]) for r in mine if r["best_epoch"]]
+        cells = [f"{statistics.mean(p[0] for p in to_best):.1f}" if to_best else "-",
+                 _duration(statistics.mean(p[2] + p[3] for p in to_best)) if to_best else "-"]
+        if target is None:
+            cells += ["-", "-"]
+        else:
+            reached = [next((p for p in r["valid_curve"] if p[1] >= target), None) for r in mine]
+            hits = [p for p in reached if p is not None]
+            note = "" if len(hits) == len(mine) else f" ({len(hits)} of {len(mine)} seeds; others never)"
+            cells += ([f"{statistics.mean(p[0] for p in hits):.1f}{note}", _duration(statistics.mean(
+                p[2] + p[3] for p in hits))] if hits else ["never", "-"])
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(output_dir, runs, models, header, plot=True):
     """Write comparison.md, .csv (and .png) for ``runs``; returns (summary rows, metrics, significance)."""
     rows, metrics = summarize(runs, models)
@@ -548,8 +696,8 @@ def write_report(output_dir, runs, models, header, plot=True):
         floor_text = ["", f"**Popularity floor.** {floor['model']} (items ranked by training frequency, same split "
                           f"and evaluator): test {metric} {floor['values'][metric][0]:.4f}. "
                       + (f"Not above it: {', '.join(below)}." if below else "Every model is above it.")]
-    lines = header + [""] + table + floor_text + ["", "**Significance.** " + significance["text"], "",
-                                                  _COLUMN_NOTE]
+    lines = header + [""] + table + floor_text + ["", "**Significance.** " + significance["text"]] + time_to_quality(
+        runs, models) + ["", _COLUMN_NOTE]
     write_text(os.path.join(output_dir, "comparison.md"), "\n".join(lines) + "\n")
     write_text(os.path.join(output_dir, "comparison.csv"), csv_text(rows, metrics))
     if plot and rows:
@@ -570,13 +718,16 @@ _COLUMN_NOTE = (
 # The comparison
 # ----------------------------------------------------------------------------------------------------------
 def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=None, config_dict=None,
-            budget_epochs=None, output_dir=None, keep_checkpoints=False, popularity_floor=True, say=_say):
+            budget_epochs=None, output_dir=None, keep_checkpoints=False, popularity_floor=True, say=_say,
+            model_seeds=None):
     """Train and test every model with every seed on one prepared dataset; write the report files.
 
     Args:
         models (list of str): model names (ours or RecBole's), each once.
         dataset (str): dataset name.
         seeds (int): runs per model; run ``i`` uses seed ``base + i`` (``base``: the shared settings' seed).
+        model_seeds (dict): model name -> its own number of runs, instead of ``seeds`` (e.g. 3 for the two
+            models of the paired test, 2 for the others).
         config_file_list (list of str): yaml files for every model.
         model_config_files (dict): model name -> a yaml of overrides for that model only (e.g. a tuned config),
             applied after ``config_file_list``.
@@ -595,7 +746,8 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
     """
     config_file_list = [os.path.abspath(f) for f in (config_file_list or [])]
     model_config_files = {m: os.path.abspath(f) for m, f in (model_config_files or {}).items()}
-    check_inputs(list(models), seeds, model_config_files, config_file_list, budget_epochs)
+    model_seeds = dict(model_seeds or {})
+    check_inputs(list(models), seeds, model_config_files, config_file_list, budget_epochs, model_seeds)
     models = list(models)
     if popularity_floor and not any(is_floor(m) for m in models):
         models.insert(0, popularity_floor_for(models))
@@ -605,7 +757,8 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
     shared = Config(model=models[0], dataset=dataset, config_file_list=config_file_list or None,
                     config_dict=config_dict)
     base_seed = shared["seed"]
-    seed_list = [base_seed + i for i in range(seeds)]
+    runs_of = {model: model_seeds.get(model, seeds) for model in models}
+    seed_list = [base_seed + i for i in range(max(runs_of.values()))]
     init_logger(shared)
 
     # One Config per model, checked now so that a bad hyperparameter stops the comparison before any training.
@@ -635,8 +788,8 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
     runs_path = os.path.join(output_dir, "runs.jsonl")
     stored = load_runs(runs_path, say)
     plan, done = [], {}
-    for seed in seed_list:  # seed-major: an interrupted comparison has every model at its first seeds
-        for model in models:
+    for number, seed in enumerate(seed_list):  # seed-major: a cut-short comparison has every model at its first seeds
+        for model in (m for m in models if number < runs_of[m]):
             config, _ = configs[model]
             config["seed"] = seed
             key = settings_key(config)
@@ -645,7 +798,7 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
                 done[(model, seed)] = match[-1]
             else:
                 plan.append((model, seed, key))
-    total = len(models) * len(seed_list)
+    total = sum(runs_of.values())
     if done:
         say(f"resuming: {len(done)} of {total} runs already in {runs_path}")
 
@@ -671,7 +824,10 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
     budget = (f"{budget_epochs} for every model (equal budget)" if budget_epochs else
               "each model's own setting, early stopping on validation")
     header = [f"# Model comparison on {dataset}", "",
-              f"Models: {', '.join(models)}. Seeds: {', '.join(map(str, seed_list))} (reproducibility on). "
+              f"Models: {', '.join(models)}. Seeds: {', '.join(map(str, seed_list))}"
+              + ("" if len(set(runs_of.values())) == 1 else " (the first " + ", ".join(
+                  f"{runs_of[m]} for {m}" for m in models if runs_of[m] != len(seed_list)) + ")")
+              + " (reproducibility on). "
               f"Epochs: {budget}. Device: {shared['device']}. One prepared dataset shared by every model with the "
               f"same dataset settings; eval_args {_canonical(shared['eval_args'])}, best epoch by validation "
               f"{shared['valid_metric']}."]
@@ -698,9 +854,14 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         record = {"model": model, "dataset": dataset, "seed": seed, "settings": key, "kind": kind,
                   "config_files": files}
         dataset_copy = copy.deepcopy(datasets[dataset_keys[model]])  # build() rewrites it: the original stays unbuilt
-        record.update(train_and_test(config, dataset_copy, label, keep_checkpoints, say))
+        progress_file = os.path.join(
+            output_dir, "progress", f"{model}-seed{seed}-{key}.pth")
+        os.makedirs(os.path.dirname(progress_file), exist_ok=True)
+        record.update(train_and_test(config, dataset_copy, label, keep_checkpoints, say, progress_file, key))
         record["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         _append_run(runs_path, record)
+        if os.path.exists(progress_file):
+            os.remove(progress_file)
         done[(model, seed)] = record
         metric = record["valid_metric"]
         say(f"{label}: done in {time.perf_counter() - start:.1f} s, {record['epochs_trained']} epochs "

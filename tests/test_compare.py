@@ -237,3 +237,69 @@ def test_bad_input_is_one_line_before_any_training(monkeypatch, capsys, toy_conf
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
     assert counted == {"datasets": 0, "runs": 0}
+
+
+@pytest.mark.parametrize("model", ["DiffuRec", "BERT4Rec"])
+def test_a_run_cut_short_continues_from_its_last_epoch_to_the_same_result(workdir, toy_config, monkeypatch, model):
+    """A comparison killed after epoch 2 of 4 continues at epoch 3 and ends exactly where an uninterrupted run
+    ends: same curve, same best epoch, same test metrics (weights, optimizer, early stopping and every random
+    generator are restored; BERT4Rec's masking draws from Python's, DiffuRec's noise from torch's)."""
+    config = dict(toy_config, **FAST_DIFFUREC, epochs=4, eval_step=1, stopping_step=10)
+    whole = compare([model], "toy", seeds=1, config_dict=config, output_dir="whole", popularity_floor=False)
+    whole_run = whole["runs"][0]
+    assert "resumed_after_epoch" not in whole_run and not list((workdir / "whole" / "progress").iterdir())
+
+    saves = []
+    save = compare_module.save_checkpoint
+
+    def save_then_die(state, path):
+        save(state, path)
+        saves.append(state["epoch"])
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # the process is killed right after epoch 2's state is on disk
+
+    monkeypatch.setattr(compare_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        compare([model], "toy", seeds=1, config_dict=config, output_dir="cut", popularity_floor=False)
+    assert not (workdir / "cut" / "runs.jsonl").exists() or not _lines(workdir / "cut" / "runs.jsonl")
+    assert len(list((workdir / "cut" / "progress").iterdir())) == 1
+    monkeypatch.setattr(compare_module, "save_checkpoint", save)
+
+    resumed = compare([model], "toy", seeds=1, config_dict=config, output_dir="cut", popularity_floor=False)
+    run = resumed["runs"][0]
+    assert run["resumed_after_epoch"] == 2 and run["epochs_trained"] == 4 and len(run["epoch_seconds"]) == 4
+    assert [point[:2] for point in run["valid_curve"]] == [point[:2] for point in whole_run["valid_curve"]]
+    assert run["best_epoch"] == whole_run["best_epoch"] and run["test"] == whole_run["test"]
+    assert not list((workdir / "cut" / "progress").iterdir())  # deleted once the run is in runs.jsonl
+
+
+def test_time_to_quality_reads_each_runs_validation_curve():
+    def run(model, kind, seed, curve, best_epoch):
+        return {"model": model, "kind": kind, "seed": seed, "valid_metric": "ndcg@10", "threads": 1,
+                "best_valid_score": max(p[1] for p in curve), "best_epoch": best_epoch, "valid_curve": curve}
+
+    runs = [run("SASRec", "baseline", 1, [[1, 0.01, 10, 1], [2, 0.03, 20, 2], [3, 0.02, 30, 3]], 2),
+            run("SASRec", "baseline", 2, [[1, 0.05, 10, 1]], 1),  # target: mean best = 0.04
+            run("DiffuRec", "diffusion", 1, [[1, 0.02, 5, 5], [2, 0.04, 10, 10], [3, 0.06, 15, 15]], 3),
+            run("DiffuRec", "diffusion", 2, [[1, 0.01, 5, 5], [2, 0.02, 10, 10]], 2),
+            run("DreamRec", "diffusion", 1, [[1, 0.001, 1, 1]], 1)]
+    table = "\n".join(compare_module.time_to_quality(runs, ["SASRec", "DiffuRec", "DreamRec"]))
+    assert "SASRec's mean best validation ndcg@10, 0.0400" in table
+    assert "| SASRec | 1.5 | 16 s | 1.0 (1 of 2 seeds; others never) | 11 s |" in table
+    # DiffuRec: best at epochs 3 and 2 (30 s and 20 s); reaches 0.04 at epoch 2 in seed 1 only (20 s)
+    assert "| DiffuRec | 2.5 | 25 s | 2.0 (1 of 2 seeds; others never) | 20 s |" in table
+    assert "| DreamRec | 1.0 | 2 s | never | - |" in table
+
+
+def test_seeds_per_model(workdir, toy_config, counted):
+    assert compare_module.parse_seeds("2,DiffuRec:3, SASRec:4") == (2, {"DiffuRec": 3, "SASRec": 4})
+    with pytest.raises(compare_module.RecBoleDiffusionError, match=r"write Model:N .*got 'DiffuRec'"):
+        compare_module.parse_seeds("2,DiffuRec")
+    with pytest.raises(compare_module.RecBoleDiffusionError, match="count for 'SASRex', which is not in"):
+        compare(["SASRec"], "toy", seeds=1, model_seeds={"SASRex": 2}, config_dict=toy_config)
+    result = compare(["SASRec"], "toy", seeds=1, model_seeds={"SASRec": 2}, config_dict=toy_config,
+                     output_dir="out")
+    assert [(r["model"], r["seed"]) for r in result["runs"]] == [("SeqPop", 2020), ("SASRec", 2020),
+                                                                   ("SASRec", 2021)]
+    assert counted["runs"] == 3 and "Seeds: 2020, 2021 (the first 1 for SeqPop)" in (
+        workdir / "out" / "comparison.md").read_text()
