@@ -37,7 +37,7 @@ def one_path(model, dataset, shared, buckets, max_batches, settings):
     from recbole_diffusion.config import Config
     from recbole_diffusion.quick_start import build
 
-    config = Config(model=model, dataset=dataset.dataset_name, config_dict=dict(settings, length_buckets=buckets))
+    config = Config(model=model, dataset=dataset, config_dict=dict(settings, length_buckets=buckets))
     init_seed(config["seed"], config["reproducibility"])
     _, train_data, valid_data, _, net, trainer = build(config, dataset=copy.deepcopy(shared))
     weights = {k: v.clone() for k, v in net.state_dict().items()}

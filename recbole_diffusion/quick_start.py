@@ -11,6 +11,7 @@ import sys
 from collections.abc import MutableMapping
 from logging import getLogger
 
+import torch
 import torch.distributed as dist
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
@@ -19,6 +20,7 @@ from recbole_diffusion.data import check_dataset, create_dataset, data_preparati
 from recbole_diffusion.pretrain import prepare as prepare_pretrained
 from recbole_diffusion.registry import get_model, get_trainer
 from recbole_diffusion.trainer import load_checkpoint
+from recbole_diffusion.utils import RecBoleDiffusionError
 
 
 def _check_model_config(config):
@@ -35,8 +37,6 @@ def apply_threads(config):
     threads = config["threads"]
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            from recbole_diffusion.utils import RecBoleDiffusionError
-
             raise RecBoleDiffusionError(f"Invalid threads={threads!r}: must be a whole number >= 1 (or ~ for "
                                         f"torch's default). Fix it with --threads=<n>.")
         torch.set_num_threads(threads)
@@ -73,6 +73,17 @@ def preflight(config, say=None):
     check_dataset(config, say)
 
 
+def set_anomaly_detection(config):
+    """Autograd anomaly detection as ``detect_anomaly`` says (default off). Importing RecBole's sequential models
+    turns it on for the whole process (recbole/model/sequential_recommender/sine.py), and with it every forward
+    op records its Python stack and every backward checks for NaN: training ran 2-3x slower for every model."""
+    flag = config["detect_anomaly"]
+    if not isinstance(flag, bool):
+        raise RecBoleDiffusionError(f"detect_anomaly={flag!r}: must be True or False (default False; True only to "
+                                    f"debug a NaN, it slows training several times).")
+    torch.autograd.set_detect_anomaly(flag)
+
+
 def build(config, dataset=None):
     """Dataset, dataloaders, model and trainer for a ready ``config``.
 
@@ -80,6 +91,7 @@ def build(config, dataset=None):
     Returns ``(dataset, train_data, valid_data, test_data, model, trainer)``.
     """
     _check_model_config(config)
+    set_anomaly_detection(config)
     if dataset is None:
         dataset = create_dataset(config)
     details_logger(config).info(dataset)

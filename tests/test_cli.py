@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from recbole_diffusion.cli import entry_point
+from recbole_diffusion.config import Config
 from recbole_diffusion.registry import get_model
 from recbole_diffusion.trainer import load_checkpoint
 from recbole_diffusion.utils import CheckpointError, RecBoleDiffusionError
@@ -186,3 +187,20 @@ def test_recbole_protocol_is_one_named_config_away(toy_config):
     assert config["metrics"] == ["Recall", "MRR", "NDCG", "Hit", "Precision"] and config["valid_metric"] == "MRR@10"
     assert config["eval_args"]["split"] == {"LS": "valid_and_test"}
     assert config["train_neg_sample_args"]["distribution"] == "none"  # CE: RecBole's own rule
+
+
+def test_recboles_global_anomaly_detection_is_off_when_a_model_is_built(toy_config):
+    import recbole.model.sequential_recommender  # noqa: F401  (its sine.py turns anomaly detection on)
+
+    from recbole_diffusion.quick_start import build
+
+    torch.autograd.set_detect_anomaly(True)  # as RecBole's import left it
+    try:
+        build(Config(model="SASRec", config_dict=toy_config))
+        assert not torch.is_anomaly_enabled()
+        build(Config(model="SASRec", config_dict=dict(toy_config, detect_anomaly=True)))
+        assert torch.is_anomaly_enabled()
+        with pytest.raises(RecBoleDiffusionError, match=r"detect_anomaly='yes': must be True or False"):
+            build(Config(model="SASRec", config_dict=dict(toy_config, detect_anomaly="yes")))
+    finally:
+        torch.autograd.set_detect_anomaly(False)
