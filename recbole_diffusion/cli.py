@@ -37,6 +37,8 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", type=str, default=None,
                         help="with --compare: folder of the report (default compare_<dataset>); "
                              "with --tune: folder of the sweep (default saved/tune/<model>-<dataset>)")
+    parser.add_argument("--report_only", type=str, default="False",
+                        help="with --compare: train nothing, write the table of the runs in --output_dir")
     parser.add_argument("--popularity_floor", type=str, default="True",
                         help="with --compare: False leaves out the popularity row (SeqPop/Pop) added by default")
     parser.add_argument("--keep_checkpoints", type=str, default="False",
@@ -91,6 +93,7 @@ def run_comparison(args, config_files):
         print("\n" + f.read())
     return result
 
+        report_only=compare.parse_bool("report_only", args.report_only),
 
 def run_augmentation(args, config_files):
     """``--augment``: an augmented copy of the dataset, then --model on the original and on it, side by side."""

@@ -88,7 +88,7 @@ from recbole_diffusion.validation import unknown_command_line_keys, unknown_key_
 # The first group are the comparison's own command-line flags, which RecBole's Config also reads from argv.
 _NOT_SETTINGS = {
     "compare", "seeds", "budget_epochs", "model_config", "output_dir", "keep_checkpoints", "config_files",
-    "popularity_floor",
+    "popularity_floor", "report_only",
     "state", "show_progress", "checkpoint_dir", "log_wandb", "wandb_project",
     "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",
 }
@@ -719,7 +719,7 @@ _COLUMN_NOTE = (
 # ----------------------------------------------------------------------------------------------------------
 def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=None, config_dict=None,
             budget_epochs=None, output_dir=None, keep_checkpoints=False, popularity_floor=True, say=_say,
-            model_seeds=None):
+            model_seeds=None, report_only=False):
     """Train and test every model with every seed on one prepared dataset; write the report files.
 
     Args:
@@ -736,6 +736,8 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         output_dir (str): where the files go (default ``compare_<dataset>``).
         keep_checkpoints (bool): also keep each run's best model on disk under ``output_dir/checkpoints``.
         popularity_floor (bool): add the popularity model of the protocol (SeqPop or Pop) as the first row.
+        report_only (bool): train nothing; write the report of the runs already in ``runs.jsonl`` (e.g. of
+            several processes that trained parts of one comparison into the same ``output_dir``).
         say (callable): receives each progress line.
 
     Returns:
@@ -801,6 +803,9 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
     total = sum(runs_of.values())
     if done:
         say(f"resuming: {len(done)} of {total} runs already in {runs_path}")
+    if report_only:
+        say(f"report only: {len(plan)} of {total} runs not finished yet, none trained now")
+        plan = []
 
     # The datasets the pending runs need: one per distinct dataset settings, created before any training.
     datasets, dataset_keys, first_settings = {}, {}, None
@@ -874,4 +879,4 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
              for name in ("comparison.md", "comparison.csv", "comparison.png", "runs.jsonl")}
     say(f"comparison written to {files['comparison.md']} (.csv, .png; every run in runs.jsonl)")
     return {"runs": current_runs(), "summary": rows, "metrics": metrics, "significance": significance,
-            "trained": len(plan), "resumed": total - len(plan), "files": files}
+            "trained": len(plan), "resumed": len(done) - len(plan), "files": files}

@@ -303,3 +303,8 @@ def test_seeds_per_model(workdir, toy_config, counted):
                                                                    ("SASRec", 2021)]
     assert counted["runs"] == 3 and "Seeds: 2020, 2021 (the first 1 for SeqPop)" in (
         workdir / "out" / "comparison.md").read_text()
+    # a report of runs trained elsewhere (e.g. by another process into the same folder): nothing is trained
+    result = compare(["SASRec", "BERT4Rec"], "toy", seeds=1, model_seeds={"SASRec": 2}, config_dict=toy_config,
+                     output_dir="out", report_only=True)
+    assert result["trained"] == 0 and result["resumed"] == 3 and counted["runs"] == 3
+    assert "3 of 4 runs finished (partial table" in (workdir / "out" / "comparison.md").read_text()
