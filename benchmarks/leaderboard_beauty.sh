@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The converged Beauty leaderboard (issue 12): every sequential diffusion model beside RecBole's SASRec and
+# BERT4Rec and the popularity floor, on the full Amazon Beauty data, each trained to convergence (early stopping
+# on validation NDCG@10, patience 10, validation after every epoch), at one common size (hidden 128; DiffuRec
+# and DiQDiff at their papers' 4 blocks), 3 seeds for DiffuRec and SASRec (the paired test), 2 for the others.
+#
+#   benchmarks/leaderboard_beauty.sh            # hours per run on a CPU: rerun the same command to continue
+#
+# On a 2-core machine, two processes (one thread each) share the work and the folder, then one writes the table:
+#   MODELS=SASRec,BERT4Rec benchmarks/leaderboard_beauty.sh &
+#   MODELS=DiffuRec,DiQDiff,SeqDiffRec,DimeRec,DreamRec benchmarks/leaderboard_beauty.sh --popularity_floor=False &
+#   benchmarks/leaderboard_beauty.sh --report_only=True        # the whole table of what has finished
+#
+# Resumable at two levels: finished runs are read back from runs.jsonl, and a run cut short continues from its
+# last validated epoch (output_dir/progress/). Writes benchmarks/results/leaderboard_beauty/comparison.{md,csv,png}
+# and runs.jsonl. MODELS, SEEDS, OUTPUT_DIR and PYTHON can be set from the environment; per-model seed counts
+# in SEEDS for models not in MODELS are dropped.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CONFIGS="$ROOT/benchmarks/configs/leaderboard_beauty"
+MODELS="${MODELS:-SASRec,DiffuRec,DiQDiff,BERT4Rec,DreamRec,SeqDiffRec,DimeRec}"
+SEEDS="${SEEDS:-2,DiffuRec:3,SASRec:3}"
+OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/benchmarks/results/leaderboard_beauty}"
+PYTHON="${PYTHON:-python}"
+
+per_model=""
+for file in "$CONFIGS"/*.yaml; do
+    model="$(basename "$file" .yaml)"
+    [[ "$model" == shared || ",$MODELS," != *",$model,"* ]] && continue
+    per_model="${per_model:+$per_model,}$model:$file"
+done
+
+seeds="${SEEDS%%,*}"
+IFS=, read -ra counts <<< "${SEEDS#*,}"
+[[ "$SEEDS" == *,* ]] || counts=()
+for count in "${counts[@]}"; do
+    [[ ",$MODELS," == *",${count%%:*},"* ]] && seeds="$seeds,$count"
+done
+
+cd "$ROOT"
+exec "$PYTHON" run_recbole_diffusion.py --compare="$MODELS" --dataset=beauty --data_path="$ROOT/../shared/datasets" \
+    --seeds="$seeds" --config_files="$CONFIGS/shared.yaml" --model_config="$per_model" --output_dir="$OUTPUT_DIR" "$@"
