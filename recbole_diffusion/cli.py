@@ -54,6 +54,11 @@ def parse_args(argv=None):
                         help="with --tune: an existing Ray cluster (e.g. auto); default a local one")
     parser.add_argument("--scheduler", type=str, default="none", help="with --tune: asha or none (default)")
     parser.add_argument("--resume", action="store_true", help="with --tune: continue the sweep in --output_dir")
+    parser.add_argument("--search_alg", type=str, default="random",
+                        help="with --tune: random (default), optuna or hyperopt (TPE; pip install optuna/hyperopt)")
+    parser.add_argument("--max_failures", type=str, default="1",
+                        help="with --tune: restarts of a failed trial from its last epoch, e.g. after its node died "
+                             "(default 1)")
     # Data augmentation (recbole_diffusion/augmentation/): options are config keys, e.g. --aug_num=10.
     parser.add_argument("--augment", type=str, default=None,
                         help="augmenter, e.g. DiffuASR: write an augmented copy of --dataset, then train and test "
@@ -88,12 +93,12 @@ def run_comparison(args, config_files):
         output_dir=args.output_dir,
         keep_checkpoints=compare.parse_bool("keep_checkpoints", args.keep_checkpoints),
         popularity_floor=compare.parse_bool("popularity_floor", args.popularity_floor),
+        report_only=compare.parse_bool("report_only", args.report_only),
     )
     with open(result["files"]["comparison.md"], encoding="utf-8") as f:
         print("\n" + f.read())
     return result
 
-        report_only=compare.parse_bool("report_only", args.report_only),
 
 def run_augmentation(args, config_files):
     """``--augment``: an augmented copy of the dataset, then --model on the original and on it, side by side."""

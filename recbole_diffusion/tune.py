@@ -33,6 +33,7 @@ import sys
 
 import yaml
 
+from recbole_diffusion import search
 from recbole_diffusion.utils import RecBoleDiffusionError, did_you_mean, write_atomic, write_text
 
 # name -> its arguments in the yaml, e.g. ``learning_rate: {loguniform: [1e-4, 1e-2]}``
@@ -47,6 +48,7 @@ DISTRIBUTIONS = {
 # set by the sweep itself for every trial, or fixed by the command line
 _NOT_TUNABLE = ("model", "dataset", "data_path", "checkpoint_dir", "use_gpu", "gpu_id", "device")
 _STATE_FILE = "trial_state.json"
+_SNAPSHOT_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "1", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
 class _SpaceLoader(yaml.SafeLoader):
@@ -223,9 +225,10 @@ def _link_or_copy(src, dst):
 class _TrialState:
     """What a trial must carry across an interruption besides the weights: its best epoch and best valid result."""
 
-    def __init__(self, best_epoch=None, best_valid_result=None, finished=False, best_model_name=None):
+    def __init__(self, best_epoch=None, best_valid_result=None, finished=False, best_model_name=None, final=None):
         self.best_epoch, self.best_valid_result = best_epoch, best_valid_result
         self.finished, self.best_model_name = finished, best_model_name
+        self.final = final  # the last report (test metrics included) once the trial is tested
 
     def save(self, folder):
         with open(os.path.join(folder, _STATE_FILE), "w") as f:
@@ -267,6 +270,7 @@ def _trial_config(sampled, spec, trial_dir):
     import logging
 
     import ray
+    import torch
     from recbole.utils import init_logger, init_seed
 
     from recbole_diffusion.config import Config
@@ -274,8 +278,11 @@ def _trial_config(sampled, spec, trial_dir):
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from argv: a Ray worker's are not config keys
     # RecBole sets CUDA_VISIBLE_DEVICES to gpu_id and trains on "cuda" whenever gpu_id is not empty (use_gpu is not
     # asked): the trial gets exactly the GPUs Ray gave it, and a CPU trial the empty gpu_id
-    use_gpu = spec["gpus_per_trial"] > 0
-    gpu_id = ",".join(str(i) for i in ray.get_gpu_ids()) if use_gpu else ""
+    gpu_id = ",".join(str(i) for i in ray.get_gpu_ids()) if spec["gpus_per_trial"] > 0 else ""
+    no_cuda = bool(gpu_id) and not torch.cuda.is_available()
+    if no_cuda:  # a node that declares GPUs (ray start --num-gpus) without CUDA: train anyway, on the CPU
+        gpu_id = ""
+    use_gpu = bool(gpu_id)
     # progress bars of trials running side by side would interleave on the driver's console
     config_dict = dict(spec["config_dict"], **sampled, checkpoint_dir=os.path.join(trial_dir, "checkpoints"),
                        show_progress=False, use_gpu=use_gpu, gpu_id=gpu_id)
@@ -286,6 +293,12 @@ def _trial_config(sampled, spec, trial_dir):
     for handler in logging.getLogger().handlers:
         if not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)  # the full log stays in the trial's log/ folder
+    if no_cuda:
+        warning = (f"Warning: Ray gave this trial GPU {','.join(str(i) for i in ray.get_gpu_ids())} of node "
+                   f"{ray.get_runtime_context().get_node_id()[:8]}, but torch finds no CUDA device there: the trial "
+                   f"trains on the CPU. Declare only real GPUs (ray start --num-gpus), or pass --gpus_per_trial=0.")
+        print(warning, file=sys.stderr)  # on the driver's console through Ray, and in the worker's .err log
+        logging.getLogger().info(warning)  # in the trial's own log file (the console shows warnings only)
     return config
 
 
@@ -297,10 +310,15 @@ def _train_trial(sampled, spec):
     from recbole_diffusion.ray_api import api
     from recbole_diffusion.trainer import SafeCheckpointMixin
 
+    import ray
+
     session = api()
     trial_dir = session.trial_dir()
     torch.set_num_threads(max(1, int(spec["cpus_per_trial"])))
     config = _trial_config(sampled, spec, trial_dir)
+    # where this attempt runs, with every report: a trial retried after a lost node shows both nodes
+    placement = {"node_id": ray.get_runtime_context().get_node_id(), "device": str(config["device"]),
+                 "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()) if spec["gpus_per_trial"] > 0 else ""}
     _, train_data, valid_data, test_data, _, trainer = build(config)
 
     state = _TrialState()
@@ -308,6 +326,9 @@ def _train_trial(sampled, spec):
     checkpoint = session.get_checkpoint()
     if checkpoint is not None and resumable:
         _resume_from(checkpoint, trainer, state)
+    if state.final is not None:  # finished and tested before an interruption: only its last report was lost
+        session.report(dict(state.final, **placement))
+        return
 
     # fit's callback gets the valid score only: keep the whole valid result of each evaluation
     last_valid = {}
@@ -325,7 +346,7 @@ def _train_trial(sampled, spec):
         if trainer.cur_step == 0:  # this evaluation was the best so far (early_stopping reset its counter)
             state.best_epoch, state.best_valid_result = epoch, dict(last_valid)
         state.finished = trainer.cur_step > trainer.stopping_step or epoch + 1 >= trainer.epochs
-        metrics = dict(last_valid, epoch=epoch, best_epoch=state.best_epoch, final=False)
+        metrics = dict(last_valid, epoch=epoch, best_epoch=state.best_epoch, final=False, **placement)
         epoch_checkpoint = _epoch_checkpoint(trainer, epoch, state, staging) if resumable else None
         session.report(metrics, checkpoint=epoch_checkpoint)
 
@@ -333,9 +354,13 @@ def _train_trial(sampled, spec):
         trainer.fit(train_data, valid_data, saved=True, callback_fn=report_epoch)
     test_result = trainer.evaluate(test_data, load_best_model=True)
     final = dict(state.best_valid_result or {}, epoch=state.best_epoch, best_epoch=state.best_epoch, final=True)
-    final.update({f"test_{key}": value for key, value in test_result.items()})
+    final.update({f"test_{key}": float(value) for key, value in test_result.items()})
+    state.final = final
+    # the last report carries a checkpoint too: a sweep interrupted before it recorded this trial as finished
+    # resumes it to this report, not to another evaluation
+    final_checkpoint = _epoch_checkpoint(trainer, state.best_epoch, state, staging) if resumable else None
+    session.report(dict(final, **placement), checkpoint=final_checkpoint)
     shutil.rmtree(staging, ignore_errors=True)  # Ray keeps its own copy of the last checkpoint
-    session.report(final)
 
 
 def _trial_dirname(trial):
@@ -346,9 +371,14 @@ def _trial_dirname(trial):
 # The driver
 
 
-def _check_numbers(num_samples, cpus_per_trial, gpus_per_trial, scheduler):
+def _check_numbers(num_samples, cpus_per_trial, gpus_per_trial, scheduler, max_failures=0):
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise RecBoleDiffusionError(f"--num_samples={num_samples!r}: must be a positive integer.")
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
+        raise RecBoleDiffusionError(
+            f"--max_failures={max_failures!r}: must be an integer >= 0 (the retries of a trial whose node or process "
+            f"died; 0 never retries)."
+        )
     if not _is_number(cpus_per_trial) or not 0 < cpus_per_trial < math.inf:
         raise RecBoleDiffusionError(f"--cpus_per_trial={cpus_per_trial!r}: must be a number > 0.")
     if gpus_per_trial is not None:
@@ -396,7 +426,8 @@ def _raw_data_path(config):
 
 def run_sweep(model, dataset, space_file, config_file_list=None, config_dict=None, num_samples=10,
               cpus_per_trial=1, gpus_per_trial=None, ray_address=None, scheduler=None, resume=False,
-              output_dir=None, max_concurrent_trials=None, retry_failed=False, callbacks=None, ignore_cmd_keys=()):
+              output_dir=None, max_concurrent_trials=None, retry_failed=False, callbacks=None, ignore_cmd_keys=(),
+              search_alg="random", max_failures=1):
     """Run (or with ``resume`` continue) a Ray Tune sweep of ``model`` on ``dataset`` over ``space_file``.
 
     Everything is checked before Ray starts a trial: the space file, its keys and values against the model's
@@ -405,14 +436,18 @@ def run_sweep(model, dataset, space_file, config_file_list=None, config_dict=Non
     apply to every trial. ``gpus_per_trial`` defaults to 1 on a cluster with GPUs and 0 without.
     ``retry_failed`` (with ``resume``) runs failed trials again from scratch; otherwise they stay failed.
     ``callbacks`` are Ray Tune callbacks (e.g. a logger integration) for a new sweep; a resumed one keeps its own.
+    ``search_alg`` draws the trials (see :mod:`recbole_diffusion.search`). ``max_failures`` is how many times Ray
+    starts a trial again, from its last epoch checkpoint, after it failed (its node lost, its process killed, or
+    an error in its own code, which then fails again and is recorded as failed).
 
     Returns a dict: ``rows`` (the table, best first), ``best_config``, ``output_dir``, ``files``, ``unfinished``.
     """
     from recbole_diffusion.config import Config
     from recbole_diffusion.quick_start import preflight
 
-    _check_numbers(num_samples, cpus_per_trial, gpus_per_trial, scheduler)
+    _check_numbers(num_samples, cpus_per_trial, gpus_per_trial, scheduler, max_failures)
     space = load_space(space_file)
+    search.check_search_alg(search_alg, space, space_file)
     config_file_list = [os.path.abspath(f) for f in config_file_list] if config_file_list else None
     visible_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
@@ -447,6 +482,10 @@ def run_sweep(model, dataset, space_file, config_file_list=None, config_dict=Non
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=ray_address, include_dashboard=False)
+    # Ray saves the sweep's state every 10 s or more by default: a driver killed in between loses what happened
+    # since. Every second costs little beside trials of minutes (and current Ray warns when it saves that often).
+    saved_env = {name: os.environ.get(name) for name in _SNAPSHOT_ENV}
+    os.environ.update({name: saved_env[name] or value for name, value in _SNAPSHOT_ENV.items()})
     try:
         resources = _trial_resources(ray, cpus_per_trial, gpus_per_trial)
         spec = {"model": model, "dataset": dataset, "config_file_list": config_file_list, "config_dict": shared,
@@ -455,10 +494,14 @@ def run_sweep(model, dataset, space_file, config_file_list=None, config_dict=Non
         if resume:
             tuner = tune.Tuner.restore(output_dir, trainable, resume_unfinished=True, restart_errored=retry_failed)
         else:
+            searcher = search.make_search_alg(search_alg, num_samples, config["seed"], max_concurrent_trials)
             tuner = _new_tuner(trainable, space, metric, mode, num_samples, scheduler, output_dir,
-                               max_concurrent_trials, callbacks)
+                               max_concurrent_trials, callbacks, searcher, max_failures)
         grid = tuner.fit()
     finally:
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
         if started_here:
             ray.shutdown()
     return report_sweep(grid, space, model, dataset, metric, mode, valid_metric_names(config), output_dir)
@@ -490,16 +533,21 @@ def run_sweep_from_args(args, config_files):
         cpus_per_trial=_parse_number("cpus_per_trial", args.cpus_per_trial),
         gpus_per_trial=_parse_number("gpus_per_trial", args.gpus_per_trial),
         ray_address=args.ray_address, scheduler=args.scheduler.lower(), resume=args.resume,
-        output_dir=args.output_dir, ignore_cmd_keys=vars(args),
+        output_dir=args.output_dir, ignore_cmd_keys=vars(args), search_alg=args.search_alg.lower(),
+        max_failures=_parse_number("max_failures", args.max_failures, integer=True),
     )
 
 
-def _new_tuner(trainable, space, metric, mode, num_samples, scheduler, output_dir, max_concurrent_trials, callbacks):
+def _new_tuner(trainable, space, metric, mode, num_samples, scheduler, output_dir, max_concurrent_trials, callbacks,
+               searcher=None, max_failures=1):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
     from recbole_diffusion.ray_api import api
 
+    random_search = searcher is None or isinstance(searcher, BasicVariantGenerator)
     if scheduler == "asha":
         # one training_iteration per evaluation; max_t out of reach, so that only the trial's own epochs and
         # early stopping end a trial that ASHA keeps
@@ -510,11 +558,13 @@ def _new_tuner(trainable, space, metric, mode, num_samples, scheduler, output_di
         trainable,
         param_space={name: dim.to_ray() for name, dim in space.items()},
         tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=num_samples, scheduler=scheduler,
-                                    max_concurrent_trials=max_concurrent_trials, trial_dirname_creator=_trial_dirname),
+                                    search_alg=searcher, trial_dirname_creator=_trial_dirname,
+                                    # a random search limits itself (make_search_alg); Ray wraps a searcher
+                                    max_concurrent_trials=None if random_search else max_concurrent_trials),
         run_config=api().RunConfig(
             name=os.path.basename(output_dir),
             storage_path=os.path.dirname(output_dir),
-            failure_config=api().FailureConfig(max_failures=0, fail_fast=False),
+            failure_config=api().FailureConfig(max_failures=max_failures, fail_fast=False),
             checkpoint_config=api().CheckpointConfig(num_to_keep=1),
             callbacks=callbacks,
             verbose=1,
@@ -535,8 +585,29 @@ def _plain_value(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def _trial_row(result, trial_status, space, metric, mode, metric_names):
-    """One table row (a dict) from a Ray ``Result``: config, best epoch, valid and test metrics, status."""
+def _placement(frame):
+    """The nodes a trial reported from, in order (8 characters of Ray's node id each), and the GPU ids Ray gave it
+    with the device it trained on, e.g. ``1 (cuda)``, or ``1 (cpu)`` on a node without CUDA."""
+    nodes, gpus = [], []
+    if frame is None or "node_id" not in frame:
+        return "", ""
+    for _, report in frame.iterrows():
+        node, gpu_ids = report.get("node_id"), report.get("gpu_ids")
+        for seen, value in ((nodes, node), (gpus, gpu_ids)):
+            if isinstance(value, (int, float)) and value == value:  # one GPU id read back as a number
+                value = str(int(value))
+            if not isinstance(value, str) or not value:  # NaN: a report without the column
+                continue
+            value = value[:8] if seen is nodes else f"{value} ({str(report.get('device', '')).split(':')[0]})"
+            if not seen or seen[-1] != value:
+                seen.append(value)
+    return " > ".join(nodes), " > ".join(gpus)
+
+
+def _trial_row(result, saved, space, metric, mode, metric_names):
+    """One table row (a dict) from a Ray ``Result`` and the trial's saved (status, failures): config, best epoch,
+    valid and test metrics, status, the nodes it ran on and how often it failed."""
+    trial_status, failures = saved or (None, 0)
     last = result.metrics or {}
     frame = result.metrics_dataframe
     epochs, per_epoch = [], None
@@ -562,7 +633,9 @@ def _trial_row(result, trial_status, space, metric, mode, metric_names):
         status = f"failed: {_error_line(result.error)}"
     elif trial_status in ("RUNNING", "PENDING", "PAUSED"):
         status = "unfinished"
-    row.update({"status": status, "best_epoch": best_epoch, "epochs": len(epochs)})
+    nodes, gpus = _placement(frame)
+    row.update({"status": status, "best_epoch": best_epoch, "epochs": len(epochs), "failures": failures,
+                "nodes": nodes or None, "gpus": gpus or None})
     row.update({f"valid {k}": valid.get(k) for k in metric_names})
     row.update({f"test {k}": test.get(k) for k in metric_names})
     return row, epochs
@@ -638,8 +711,8 @@ def _plot_curves(curves, path, model, dataset, metric):
 
 
 def _saved_statuses(output_dir):
-    """Trial id -> status in the sweep's saved state. After an interruption (Ctrl-C) the trials that were running
-    are TERMINATED in the ResultGrid but PENDING on disk, which is what ``--resume`` continues."""
+    """Trial id -> (status, failures) in the sweep's saved state. After an interruption (Ctrl-C) the trials that were
+    running are TERMINATED in the ResultGrid but PENDING on disk, which is what ``--resume`` continues."""
     import logging
 
     from ray.tune import ExperimentAnalysis
@@ -648,7 +721,7 @@ def _saved_statuses(output_dir):
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # it warns about every trial that failed before its first report
     try:
-        return {trial.trial_id: trial.status for trial in ExperimentAnalysis(output_dir).trials}
+        return {trial.trial_id: (trial.status, trial.num_failures) for trial in ExperimentAnalysis(output_dir).trials}
     finally:
         quiet.setLevel(level)
 
@@ -663,6 +736,9 @@ def report_sweep(grid, space, model, dataset, metric, mode, metric_names, output
         rows.append(row)
         curves.append((row["trial"], row["status"], epochs))
     rows.sort(key=_sort_key(metric, mode))
+    if not any(row["gpus"] for row in rows):
+        for row in rows:
+            del row["gpus"]
     files = {name: os.path.join(output_dir, name) for name in ("trials.csv", "trials.md", "best.yaml",
                                                                  "valid_curves.png")}
     table = _write_table(rows, space, files["trials.csv"], files["trials.md"])
