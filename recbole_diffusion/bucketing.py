@@ -15,7 +15,8 @@ column, which fits any width >= the longest sequence.
 
 The loss of a batch is the weighted mean of its groups' mean losses with the weights that give the batch's own
 mean: the share of rows (a mean over rows: SASRec, GRU4Rec) or the share of loss terms (BERT4Rec averages over
-its masked positions, those with ``MASK_INDEX > 0``). Training is not bit-identical (dropout draws follow the
+its masked positions, those with ``MASK_INDEX > 0``). BERT4Rec's CE loss also skips scoring its padding mask slots
+(:meth:`LengthBucketedMixin._bert4rec_masked_ce`): the same terms, far fewer scores. Training is not bit-identical (dropout draws follow the
 tensor shapes); ``length_buckets: 0`` restores RecBole's own path.
 """
 
@@ -78,8 +79,25 @@ class LengthBucketedMixin:
         for rows, part in self._buckets(interaction):
             share = terms[rows].sum() / total
             if share > 0:  # a group without terms has a 0/0 mean of its own; it adds nothing to the batch's
-                loss = loss + super(LengthBucketedMixin, self).calculate_loss(part) * share
+                loss = loss + self._group_loss(part) * share
         return loss
+
+    def _group_loss(self, part):
+        if type(self).__name__ == "BERT4Rec" and self.loss_type == "CE":
+            return self._bert4rec_masked_ce(part)
+        return super(LengthBucketedMixin, self).calculate_loss(part)
+
+    def _bert4rec_masked_ce(self, part):
+        """RecBole's BERT4Rec CE loss, scoring only the mask slots that hold a target. RecBole scores all 12,101
+        items for each of the ``mask_ratio * MAX_ITEM_LIST_LENGTH`` slots of every row and then multiplies the
+        padding slots' losses by 0; here those slots are never scored. The same terms, the same mean (slots with
+        ``MASK_INDEX > 0``, RecBole's rule, which also ignores a mask at position 0)."""
+        masked_index = part[self.MASK_INDEX]
+        seq_output = self.forward(part[self.MASK_ITEM_SEQ])  # [B L H]
+        rows, slots = torch.nonzero(masked_index > 0, as_tuple=True)
+        hidden = seq_output[rows, masked_index[rows, slots]]  # [targets H]
+        logits = hidden @ self.item_embedding.weight[: self.n_items].t() + self.output_bias
+        return torch.nn.functional.cross_entropy(logits, part[self.POS_ITEMS][rows, slots])
 
     def _gather(self, interaction, method):
         if not self.length_buckets:
