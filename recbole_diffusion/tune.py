@@ -616,7 +616,7 @@ def _trial_row(result, saved, space, metric, mode, metric_names):
         per_epoch = frame[frame["final"].astype(str) != "True"].drop_duplicates("epoch", keep="last")
         epochs = [(int(e), float(v)) for e, v in zip(per_epoch["epoch"], per_epoch[metric]) if v == v]
     row = {"trial": os.path.basename(result.path).replace("trial_", ""), "status": None}
-    row.update({name: _plain_value(result.config.get(name)) for name in space})
+    row.update({name: _plain_value((result.config or {}).get(name)) for name in space})  # None: never started
     if last.get("final"):
         status, valid = "completed", {k: last.get(k) for k in metric_names}
         test = {k: last.get(f"test_{k}") for k in metric_names}

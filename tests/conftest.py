@@ -8,6 +8,9 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+# Current Ray turns token authentication on for the first local cluster a process starts and keeps that for the
+# process: the cluster tests (tests/test_cluster.py) join nodes started without it. Every Ray here is loopback only.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 N_ITEMS = 30
 

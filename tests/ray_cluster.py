@@ -46,6 +46,9 @@ class LocalCluster:
         self.port = free_port()
         self.address = f"127.0.0.2:{self.port}"
         self.env = dict(os.environ, **RAY_ENV)
+        # RecBole's Config sets CUDA_VISIBLE_DEVICES in the test process; a node that inherited it would refuse
+        # --num-gpus beyond the devices it lists
+        self.env.pop("CUDA_VISIBLE_DEVICES", None)
         self.nodes = []
         self.head_cpus = head_cpus
 

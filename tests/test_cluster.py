@@ -28,8 +28,6 @@ FAST = {"sampler": "ddim", "sampling_steps": 2}
 
 @pytest.fixture(scope="module")
 def cluster():
-    saved = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # the driver of these tests, like the nodes
     local = LocalCluster(head_cpus=1)
     try:
         local.start()
@@ -42,10 +40,6 @@ def cluster():
         yield local
     finally:
         local.stop()
-        if saved is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved
     assert not local.leftovers(), "processes of the test cluster survived its stop"
 
 

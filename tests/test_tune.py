@@ -139,6 +139,8 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(monkeypatch, capsys, to
     status = rows[1e6]["status"]
     assert status.startswith("failed: ") and "TrainingDivergedError: Training loss became NaN in epoch 1" in status
     assert rows[1e6]["valid ndcg@10"] == ""
+    # --max_failures=1 (the default) started it once more, from its last checkpoint; then it stayed failed
+    assert rows[1e6]["failures"] == "2" and rows[0.005]["failures"] == "0"
     with open(os.path.join(out_dir, "best.yaml")) as f:
         assert yaml.safe_load(f) == {"learning_rate": 0.005}
 
@@ -180,6 +182,40 @@ def test_interrupted_sweep_resumes_from_its_last_checkpoint(toy_config, ray_sess
     assert len(starts) == 2 and starts[0] == 0 and 1 <= starts[1] <= done_before
 
 
+def test_optuna_search_with_asha_resumes_with_its_searcher(toy_config, ray_session, workdir):
+    """A TPE search (Ray Tune's OptunaSearch) stopped by Ctrl-C continues with its saved searcher: the sweep ends
+    with the trials it was asked for, no more, an interrupted trial going on from its checkpoint."""
+    pytest.importorskip("optuna", reason="optuna is not installed (pip install optuna)")
+    space = write_space(workdir, "learning_rate: {loguniform: [1e-3, 1e-2]}\nhidden_dropout_prob: {choice: [0.1, 0.3]}\n")
+    out_dir = str(workdir / "sweep")
+    config_dict = dict(toy_config, epochs=2, stopping_step=10, sampler="ddim", sampling_steps=2)
+    kwargs = dict(config_dict=config_dict, num_samples=2, output_dir=out_dir, scheduler="asha", search_alg="optuna")
+    first = run_sweep("DiffuRec", "toy", space, callbacks=[InterruptAtEpoch(1, out_dir)], **kwargs)
+    assert first["unfinished"] >= 1
+    assert glob.glob(os.path.join(out_dir, "searcher-state-*.pkl"))  # the searcher's state, saved with the sweep
+    second = run_sweep("DiffuRec", "toy", space, resume=True, **kwargs)
+    rows = second["rows"]
+    assert len(rows) == 2 and second["unfinished"] == 0
+    assert all(row["status"] in ("completed", "stopped early") for row in rows)
+    assert all(1e-3 <= row["learning_rate"] <= 1e-2 and row["hidden_dropout_prob"] in (0.1, 0.3) for row in rows)
+    for path in glob.glob(os.path.join(out_dir, "trial_*", "progress.csv")):
+        with open(path) as f:
+            starts = [int(r["epoch"]) for r in csv.DictReader(f) if r["iterations_since_restore"] == "1"]
+        assert starts[0] == 0 and all(start >= 1 for start in starts[1:])  # a resumed trial went on, not again
+
+
+def test_hyperopt_search_with_asha(toy_config, ray_session, workdir):
+    pytest.importorskip("hyperopt", reason="hyperopt is not installed (pip install hyperopt)")
+    space = write_space(workdir, "learning_rate: {loguniform: [1e-3, 1e-2]}\nn_layers: {randint: [1, 2]}\n")
+    out_dir = str(workdir / "sweep")
+    result = run_sweep("DiffuRec", "toy", space, config_dict=dict(toy_config, sampler="ddim", sampling_steps=2),
+                       num_samples=2, output_dir=out_dir, scheduler="asha", search_alg="hyperopt")
+    rows = result["rows"]
+    assert len(rows) == 2 and all(row["status"] in ("completed", "stopped early") for row in rows)
+    assert all(1e-3 <= row["learning_rate"] <= 1e-2 and row["n_layers"] in (1, 2) for row in rows)
+    assert glob.glob(os.path.join(out_dir, "searcher-state-*.pkl"))
+
+
 @pytest.mark.parametrize(
     "space, args, message",
     [
@@ -199,6 +235,13 @@ def test_interrupted_sweep_resumes_from_its_last_checkpoint(toy_config, ray_sess
         ("learning_rate: {choice: [0.001]}", ["--num_samples=two"], "--num_samples=two: must be an integer"),
         ("learning_rate: {choice: [0.001]}", ["--scheduler=ashaa"], "Did you mean 'asha'?"),
         ("learning_rate: {choice: [0.001]}", ["--resume"], "Nothing to resume in"),
+        ("learning_rate: {choice: [0.001]}", ["--search_alg=optuma"], "--search_alg=optuma: use one of random, "
+                                                                       "optuna, hyperopt. Did you mean 'optuna'?"),
+        ("learning_rate: {grid: [0.001, 0.01]}", ["--search_alg=hyperopt"],
+         "is a grid, which only --search_alg=random runs; with --search_alg=hyperopt write it as learning_rate: "
+         "{choice: [0.001, 0.01]}"),
+        ("learning_rate: {choice: [0.001]}", ["--max_failures=-1"], "--max_failures=-1: must be an integer >= 0"),
+        ("learning_rate: {choice: [0.001]}", ["--max_failures=many"], "--max_failures=many: must be an integer"),
     ],
 )
 def test_bad_input_is_one_line_before_anything_starts(monkeypatch, capsys, toy_config, ray_session, workdir,
@@ -211,6 +254,14 @@ def test_bad_input_is_one_line_before_anything_starts(monkeypatch, capsys, toy_c
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
     assert not os.path.exists(out_dir)  # no trial started
+
+
+def test_a_missing_search_library_is_one_line_naming_the_install(monkeypatch, capsys, toy_config, workdir):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # what `import optuna` sees where it is not installed
+    path = write_space(workdir, "learning_rate: {choice: [0.001, 0.01]}\n")
+    code, _, err = cli(monkeypatch, capsys, toy_config, "--model=DiffuRec", f"--tune={path}", "--search_alg=optuna")
+    assert code == 2 and err.count("\n") == 1
+    assert "--search_alg=optuna needs the optuna library, which is not installed: pip install optuna" in err
 
 
 def test_the_driver_leaves_the_visible_gpus_to_ray(monkeypatch, toy_config, ray_session, workdir):
