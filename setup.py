@@ -36,6 +36,10 @@ INSTALL_REQUIRES = [
 PINNED = ["numpy>=1.24,<2", "pandas>=2.0,<2.3", "scipy>=1.10,<1.15", "scikit-learn>=1.3,<1.6", "ray[tune]==2.6.3",
           "pyarrow<26", "setuptools<81"]
 
+# TPE search for sweeps (--search_alg=optuna|hyperopt, Ray Tune's OptunaSearch/HyperOptSearch): pip install -e ".[search]".
+# Measured with both Ray lines (2.6.3 and current): optuna 5.0.0, hyperopt 0.3.0.
+SEARCH = ["optuna>=5.0", "hyperopt>=0.3.0"]
+
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
     LONG_DESCRIPTION = f.read()
 
@@ -52,7 +56,7 @@ setup(
     package_data={"recbole_diffusion.properties": ["*.yaml", "*/*.yaml"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=7"], "pinned": PINNED},
+    extras_require={"test": ["pytest>=7"], "pinned": PINNED, "search": SEARCH},
     py_modules=["run_recbole_diffusion"],
     entry_points={"console_scripts": ["recbole-diffusion=recbole_diffusion.cli:entry_point"]},
     license="MIT",
