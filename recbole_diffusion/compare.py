@@ -695,7 +695,8 @@ def write_report(output_dir, runs, models, header, plot=True):
             table[index] = table[index].replace(f"| {name} |", f"| {name} (not above popularity) |", 1)
         floor_text = ["", f"**Popularity floor.** {floor['model']} (items ranked by training frequency, same split "
                           f"and evaluator): test {metric} {floor['values'][metric][0]:.4f}. "
-                      + (f"Not above it: {', '.join(below)}." if below else "Every model is above it.")]
+                      + (f"Not above it: {', '.join(below)}." if below else "Every model is above it." if any(
+                          row["kind"] != "floor" for row in rows) else "No other model has finished yet.")]
     lines = header + [""] + table + floor_text + ["", "**Significance.** " + significance["text"]] + time_to_quality(
         runs, models) + ["", _COLUMN_NOTE]
     write_text(os.path.join(output_dir, "comparison.md"), "\n".join(lines) + "\n")
