@@ -101,14 +101,14 @@ def _trial_config(sampled, spec, trial_dir):
 
 
 def _train_trial(sampled, spec):
-    """One trial: ``sampled`` is the configuration Ray drew, ``spec`` what all trials share (see :func:`run_sweep`)."""
+    """One trial: ``sampled`` is the configuration Ray drew, ``spec`` what all trials share (see
+    :func:`recbole_diffusion.tune.run_sweep`)."""
+    import ray
     import torch
 
     from recbole_diffusion.quick_start import build
     from recbole_diffusion.ray_api import api
     from recbole_diffusion.trainer import SafeCheckpointMixin
-
-    import ray
 
     session = api()
     trial_dir = session.trial_dir()
