@@ -204,3 +204,10 @@ def test_recboles_global_anomaly_detection_is_off_when_a_model_is_built(toy_conf
             build(Config(model="SASRec", config_dict=dict(toy_config, detect_anomaly="yes")))
     finally:
         torch.autograd.set_detect_anomaly(False)
+
+
+def test_every_command_line_flag_is_known_to_the_unknown_key_check():
+    from recbole_diffusion.cli import parse_args
+    from recbole_diffusion.validation import CLI_FLAGS
+
+    assert set(vars(parse_args([]))) <= CLI_FLAGS
