@@ -19,6 +19,7 @@ import pytest
 from ray.tune import Callback
 from ray_cluster import ClusterStartError, LocalCluster
 from test_cli import cli
+from test_tune import write_space
 
 from recbole_diffusion.tune import run_sweep
 
@@ -41,13 +42,6 @@ def cluster():
     finally:
         local.stop()
     assert not local.leftovers(), "processes of the test cluster survived its stop"
-
-
-def write_space(folder, text):
-    path = os.path.join(str(folder), "space.yaml")
-    with open(path, "w") as f:
-        f.write(text)
-    return path
 
 
 def progress(out_dir):
