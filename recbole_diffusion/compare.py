@@ -63,6 +63,7 @@ Design choices, and why:
 import copy
 import csv
 import datetime
+import glob
 import hashlib
 import io
 import json
@@ -681,6 +682,29 @@ def time_to_quality(runs, models):
     return lines
 
 
+def runs_in_progress(output_dir):
+    """Markdown lines on the runs cut short or still training in ``output_dir/progress/``: epochs done and the
+    best validation score so far (from each run's saved state). Empty when there is none."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(output_dir, "progress", "*.pth"))):
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError:
+            continue
+        model, seed, _ = os.path.basename(path).rsplit("-", 2)
+        curve = state.get("curve") or []
+        if not curve:
+            continue
+        best = max(curve, key=lambda point: point[1])  # the first epoch with the highest score
+        rows.append(f"| {model} | {seed[len('seed'):]} | {curve[-1][0]} | {best[1]:.4f} (epoch {best[0]}) | "
+                    f"{_duration(curve[-1][2] + curve[-1][3])} |")
+    if not rows:
+        return []
+    return ["", "**Runs in progress** (not in the table: state saved after their last validation, continued by "
+                "rerunning the command)", "", "| model | seed | epochs done | best validation so far | time so far |",
+            "|---|---:|---:|---:|---:|", *rows]
+
+
 def write_report(output_dir, runs, models, header, plot=True):
     """Write comparison.md, .csv (and .png) for ``runs``; returns (summary rows, metrics, significance)."""
     rows, metrics = summarize(runs, models)
@@ -697,8 +721,8 @@ def write_report(output_dir, runs, models, header, plot=True):
                           f"and evaluator): test {metric} {floor['values'][metric][0]:.4f}. "
                       + (f"Not above it: {', '.join(below)}." if below else "Every model is above it." if any(
                           row["kind"] != "floor" for row in rows) else "No other model has finished yet.")]
-    lines = header + [""] + table + floor_text + ["", "**Significance.** " + significance["text"]] + time_to_quality(
-        runs, models) + ["", _COLUMN_NOTE]
+    lines = header + [""] + table + floor_text + runs_in_progress(output_dir) + [
+        "", "**Significance.** " + significance["text"]] + time_to_quality(runs, models) + ["", _COLUMN_NOTE]
     write_text(os.path.join(output_dir, "comparison.md"), "\n".join(lines) + "\n")
     write_text(os.path.join(output_dir, "comparison.csv"), csv_text(rows, metrics))
     if plot and rows:

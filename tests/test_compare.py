@@ -264,6 +264,9 @@ def test_a_run_cut_short_continues_from_its_last_epoch_to_the_same_result(workdi
     assert not (workdir / "cut" / "runs.jsonl").exists() or not _lines(workdir / "cut" / "runs.jsonl")
     assert len(list((workdir / "cut" / "progress").iterdir())) == 1
     monkeypatch.setattr(compare_module, "save_checkpoint", save)
+    compare([model], "toy", seeds=1, config_dict=config, output_dir="cut", popularity_floor=False, report_only=True)
+    best = max(whole_run["valid_curve"][:2], key=lambda point: point[1])
+    assert f"| {model} | 2020 | 2 | {best[1]:.4f} (epoch {best[0]}) |" in (workdir / "cut" / "comparison.md").read_text()
 
     resumed = compare([model], "toy", seeds=1, config_dict=config, output_dir="cut", popularity_floor=False)
     run = resumed["runs"][0]
@@ -271,6 +274,7 @@ def test_a_run_cut_short_continues_from_its_last_epoch_to_the_same_result(workdi
     assert [point[:2] for point in run["valid_curve"]] == [point[:2] for point in whole_run["valid_curve"]]
     assert run["best_epoch"] == whole_run["best_epoch"] and run["test"] == whole_run["test"]
     assert not list((workdir / "cut" / "progress").iterdir())  # deleted once the run is in runs.jsonl
+    assert "Runs in progress" not in (workdir / "cut" / "comparison.md").read_text()
 
 
 def test_time_to_quality_reads_each_runs_validation_curve():
