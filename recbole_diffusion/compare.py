@@ -402,6 +402,7 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
             }, progress_file)
 
     if progress is not None and progress["stopped"]:  # training had ended; only the test was left
+        trainer.eval_collector.data_collect(train_data)  # what fit() would have collected (e.g. item popularity)
         best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
     else:
         best_valid_score, best_valid_result = trainer.fit(

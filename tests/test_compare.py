@@ -239,11 +239,13 @@ def test_bad_input_is_one_line_before_any_training(monkeypatch, capsys, toy_conf
     assert counted == {"datasets": 0, "runs": 0}
 
 
-@pytest.mark.parametrize("model", ["DiffuRec", "BERT4Rec"])
-def test_a_run_cut_short_continues_from_its_last_epoch_to_the_same_result(workdir, toy_config, monkeypatch, model):
+@pytest.mark.parametrize("model, die_after", [("DiffuRec", 2), ("BERT4Rec", 2), ("SASRec", 4)])
+def test_a_run_cut_short_continues_from_its_last_epoch_to_the_same_result(workdir, toy_config, monkeypatch, model,
+                                                                         die_after):
     """A comparison killed after epoch 2 of 4 continues at epoch 3 and ends exactly where an uninterrupted run
     ends: same curve, same best epoch, same test metrics (weights, optimizer, early stopping and every random
-    generator are restored; BERT4Rec's masking draws from Python's, DiffuRec's noise from torch's)."""
+    generator are restored; BERT4Rec's masking draws from Python's, DiffuRec's noise from torch's). Killed after
+    its last epoch, before its test, it only tests."""
     config = dict(toy_config, **FAST_DIFFUREC, epochs=4, eval_step=1, stopping_step=10)
     whole = compare([model], "toy", seeds=1, config_dict=config, output_dir="whole", popularity_floor=False)
     whole_run = whole["runs"][0]
@@ -255,8 +257,8 @@ def test_a_run_cut_short_continues_from_its_last_epoch_to_the_same_result(workdi
     def save_then_die(state, path):
         save(state, path)
         saves.append(state["epoch"])
-        if len(saves) == 2:
-            raise KeyboardInterrupt  # the process is killed right after epoch 2's state is on disk
+        if len(saves) == die_after:
+            raise KeyboardInterrupt  # the process is killed right after this epoch's state is on disk
 
     monkeypatch.setattr(compare_module, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
@@ -265,12 +267,13 @@ def test_a_run_cut_short_continues_from_its_last_epoch_to_the_same_result(workdi
     assert len(list((workdir / "cut" / "progress").iterdir())) == 1
     monkeypatch.setattr(compare_module, "save_checkpoint", save)
     compare([model], "toy", seeds=1, config_dict=config, output_dir="cut", popularity_floor=False, report_only=True)
-    best = max(whole_run["valid_curve"][:2], key=lambda point: point[1])
-    assert f"| {model} | 2020 | 2 | {best[1]:.4f} (epoch {best[0]}) |" in (workdir / "cut" / "comparison.md").read_text()
+    best = max(whole_run["valid_curve"][:die_after], key=lambda point: point[1])
+    assert f"| {model} | 2020 | {die_after} | {best[1]:.4f} (epoch {best[0]}) |" in (
+        workdir / "cut" / "comparison.md").read_text()
 
     resumed = compare([model], "toy", seeds=1, config_dict=config, output_dir="cut", popularity_floor=False)
     run = resumed["runs"][0]
-    assert run["resumed_after_epoch"] == 2 and run["epochs_trained"] == 4 and len(run["epoch_seconds"]) == 4
+    assert run["resumed_after_epoch"] == die_after and run["epochs_trained"] == 4 and len(run["epoch_seconds"]) == 4
     assert [point[:2] for point in run["valid_curve"]] == [point[:2] for point in whole_run["valid_curve"]]
     assert run["best_epoch"] == whole_run["best_epoch"] and run["test"] == whole_run["test"]
     assert not list((workdir / "cut" / "progress").iterdir())  # deleted once the run is in runs.jsonl
