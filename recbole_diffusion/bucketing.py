@@ -16,8 +16,8 @@ column, which fits any width >= the longest sequence.
 The loss of a batch is the weighted mean of its groups' mean losses with the weights that give the batch's own
 mean: the share of rows (a mean over rows: SASRec, GRU4Rec) or the share of loss terms (BERT4Rec averages over
 its masked positions, those with ``MASK_INDEX > 0``). BERT4Rec's CE loss also skips scoring its padding mask slots
-(:meth:`LengthBucketedMixin._bert4rec_masked_ce`): the same terms, far fewer scores. Training is not bit-identical (dropout draws follow the
-tensor shapes); ``length_buckets: 0`` restores RecBole's own path.
+(:meth:`LengthBucketedMixin._bert4rec_masked_ce`): the same terms, far fewer scores. Training is not
+bit-identical (dropout draws follow the tensor shapes); ``length_buckets: 0`` restores RecBole's own path.
 """
 
 import torch
