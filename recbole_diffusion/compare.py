@@ -395,13 +395,14 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
                 "format": CHECKPOINT_FORMAT, "kind": "run in progress", "settings": key,
                 "epoch": epoch_idx, "cur_step": trainer.cur_step, "best_valid_score": float(trainer.best_valid_score),
                 "best_valid_result": {k: float(v) for k, v in (trainer.best_valid_result or {}).items()},
-                "stopped": trainer.cur_step > trainer.stopping_step or epoch_idx + 1 >= trainer.epochs,
                 "state_dict": model.state_dict(), "other_parameter": model.other_parameter(),
                 "optimizer": trainer.optimizer.state_dict(), "best": best, "curve": curve,
                 "epoch_seconds": epoch_seconds, "valid_seconds": valid_seconds, "rng": _rng_states(train_data),
             }, progress_file)
 
-    if progress is not None and progress["stopped"]:  # training had ended; only the test was left
+    stopped = progress is not None and (  # RecBole's two ends of fit: early stopping, or the last epoch
+        trainer.cur_step > trainer.stopping_step or trainer.start_epoch >= trainer.epochs)
+    if stopped:  # training had ended; only the test was left
         trainer.eval_collector.data_collect(train_data)  # what fit() would have collected (e.g. item popularity)
         best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
     else:
@@ -885,8 +886,7 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         record = {"model": model, "dataset": dataset, "seed": seed, "settings": key, "kind": kind,
                   "config_files": files}
         dataset_copy = copy.deepcopy(datasets[dataset_keys[model]])  # build() rewrites it: the original stays unbuilt
-        progress_file = os.path.join(
-            output_dir, "progress", f"{model}-seed{seed}-{key}.pth")
+        progress_file = os.path.join(output_dir, "progress", f"{model}-seed{seed}-{key}.pth")
         os.makedirs(os.path.dirname(progress_file), exist_ok=True)
         record.update(train_and_test(config, dataset_copy, label, keep_checkpoints, say, progress_file, key))
         record["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
