@@ -21,8 +21,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CONFIGS="$ROOT/benchmarks/configs/leaderboard_beauty"
 MODELS="${MODELS:-SASRec,DiffuRec,DiQDiff,BERT4Rec,DreamRec,SeqDiffRec,DimeRec}"
 SEEDS="${SEEDS:-2,DiffuRec:3,SASRec:3}"
-OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/benchmarks/results/leaderboard_beauty}"
-PYTHON="${PYTHON:-python}"
 
 per_model=""
 for file in "$CONFIGS"/*.yaml; do
@@ -38,6 +36,6 @@ for count in "${counts[@]}"; do
     [[ ",$MODELS," == *",${count%%:*},"* ]] && seeds="$seeds,$count"
 done
 
-cd "$ROOT"
-exec "$PYTHON" run_recbole_diffusion.py --compare="$MODELS" --dataset=beauty --data_path="$ROOT/../shared/datasets" \
-    --seeds="$seeds" --config_files="$CONFIGS/shared.yaml" --model_config="$per_model" --output_dir="$OUTPUT_DIR" "$@"
+# compare_beauty.sh runs --compare on Beauty; this script adds the leaderboard's configs, seeds and folder.
+MODELS="$MODELS" SEEDS="$seeds" OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/benchmarks/results/leaderboard_beauty}" \
+    exec "$ROOT/benchmarks/compare_beauty.sh" --config_files="$CONFIGS/shared.yaml" --model_config="$per_model" "$@"
