@@ -33,6 +33,34 @@ def padding_attention_mask(item_seq, mode="key_padding", query_index=None, causa
     return ((~query_real).float() * -1e9)[:, None, :, None].expand(B, 1, query_real.shape[1], L)
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with a faster mask on CPU, where torch draws one Mersenne-Twister number per element and the
+    mask costs several times the matmul it follows (hidden 128: 4x a block's FFN matmul, 30% of a DiffuRec epoch).
+
+    On CPU in training, one 64-bit draw gives the 16-bit uniforms of four elements: an element is dropped when its
+    draw is below round(p * 65536), so the rate is p to within 1/131072, and kept elements are scaled by the exact
+    inverse of the kept share (unbiased, as ``nn.Dropout``). The draws come from torch's default generator, so a
+    seed fixes the masks. Elsewhere (GPU, eval, p = 0, in-place) it is ``nn.Dropout``.
+    """
+
+    def forward(self, x):
+        if not self.training or x.device.type != "cpu" or self.inplace or not 0 < self.p < 1:
+            return super().forward(x)
+        return cpu_dropout(x, self.p)
+
+
+def cpu_dropout(x, p):
+    """Dropout of ``x`` at rate ``p`` (0 < p < 1) with four 16-bit uniforms per 64-bit draw (see :class:`Dropout`)."""
+    drop = round(p * 65536)
+    if drop in (0, 65536):  # p within 1/131072 of 0 or 1: torch's own mask, so the rate is still p
+        return F.dropout(x, p, training=True)
+    n = x.numel()
+    draws = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+    uniform16 = draws.view(torch.int16)[:n].view(x.shape)  # each uniform on -32768..32767
+    mask = (uniform16 >= drop - 32768).to(x.dtype).mul_(65536 / (65536 - drop))
+    return x * mask
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(self, hidden_size, n_heads, attn_dropout_prob):
         super().__init__()
@@ -63,7 +91,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.w_1 = nn.Linear(hidden_size, inner_size)
         self.w_2 = nn.Linear(inner_size, hidden_size)
-        self.dropout = nn.Dropout(dropout_prob)
+        self.dropout = Dropout(dropout_prob)
         nn.init.xavier_normal_(self.w_1.weight)
         nn.init.xavier_normal_(self.w_2.weight)
 
@@ -80,7 +108,7 @@ class PreLNTransformerBlock(nn.Module):
         self.attention = MultiHeadAttention(hidden_size, n_heads, attn_dropout_prob)
         self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.feed_forward = FeedForward(hidden_size, inner_size, hidden_dropout_prob)
-        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.dropout = Dropout(hidden_dropout_prob)
 
     def forward(self, x, attn_mask, query_index=None):
         """x [B, L, H]; with ``query_index`` [B] only that position is computed and [B, 1, H] returned."""
@@ -163,7 +191,7 @@ class PositionalSequenceEncoder(nn.Module):
                  attn_dropout_prob, layer_norm_eps=1e-12, causal=False):
         super().__init__()
         self.position_embedding = nn.Embedding(max_seq_length, hidden_size)
-        self.input_dropout = nn.Dropout(hidden_dropout_prob)
+        self.input_dropout = Dropout(hidden_dropout_prob)
         self.encoder = TransformerEncoder(n_layers, n_heads, hidden_size, inner_size, hidden_dropout_prob,
                                           attn_dropout_prob, layer_norm_eps, causal=causal)
         self.output_layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
@@ -211,11 +239,11 @@ class DiffuRecApproximator(nn.Module):
     def __init__(self, n_layers, n_heads, hidden_size, inner_size, hidden_dropout_prob, attn_dropout_prob,
                  emb_dropout, layer_norm_eps=1e-12, attention_mask="key_padding"):
         super().__init__()
-        self.history_norm = nn.Sequential(nn.Dropout(emb_dropout), nn.LayerNorm(hidden_size, eps=layer_norm_eps))
+        self.history_norm = nn.Sequential(Dropout(emb_dropout), nn.LayerNorm(hidden_size, eps=layer_norm_eps))
         self.step_embedding = TimestepMLP(hidden_size)
         self.transformer = TransformerEncoder(n_layers, n_heads, hidden_size, inner_size, hidden_dropout_prob,
                                               attn_dropout_prob, layer_norm_eps, attention_mask)
-        self.output_norm = nn.Sequential(nn.Dropout(hidden_dropout_prob), nn.LayerNorm(hidden_size, eps=layer_norm_eps))
+        self.output_norm = nn.Sequential(Dropout(hidden_dropout_prob), nn.LayerNorm(hidden_size, eps=layer_norm_eps))
 
     def history(self, seq_emb):
         """LN(Dropout(seq_emb)): [B, L, H] -> [B, L, H]."""

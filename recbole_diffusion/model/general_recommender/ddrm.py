@@ -34,6 +34,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, UniformSampler, timestep_embedding
+from recbole_diffusion.model.layers import Dropout
 from recbole_diffusion.utils import (
     RecBoleDiffusionError,
     check_choice,
@@ -63,7 +64,7 @@ class GuidedDenoiser(nn.Module):
         super().__init__()
         self.time_embedding_size = time_embedding_size
         self.time_layer = nn.Linear(time_embedding_size, time_embedding_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.mlp = MLPLayers([2 * embedding_size + time_embedding_size, *hidden_sizes, embedding_size],
                              activation=activation, last_activation=False)
         self.apply(xavier_normal_initialization)

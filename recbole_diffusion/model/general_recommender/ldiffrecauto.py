@@ -26,6 +26,7 @@ from recbole.model.init import xavier_normal_initialization
 from recbole.model.layers import MLPLayers
 from torch import nn
 
+from recbole_diffusion.model.layers import Dropout
 from recbole_diffusion.utils import RecBoleDiffusionError, check_positive, check_positive_int
 
 
@@ -51,7 +52,7 @@ class ClusteredAutoEncoder(AutoEncoder):
         self.act_func = act_func
         self.n_item = int((cluster_ids >= 0).sum())
         self.reparam = reparam
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # Group i's internal item ids; a batch's columns are read, and predictions written back, in this order.
         self.category_idx = [torch.nonzero(cluster_ids == i).flatten() for i in range(self.n_cate)]
         self.category_map = torch.cat(self.category_idx)
