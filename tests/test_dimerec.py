@@ -39,6 +39,21 @@ def test_full_ranking_metrics_are_finite(toy_config):
         assert all(math.isfinite(v) and 0 <= v <= 1 for v in result[split].values())
 
 
+def test_full_softmax_is_the_sampled_softmax_over_every_item(toy_config):
+    """The default num_negatives ~ scores every item but the padding: the sampled softmax with every item id as
+    a negative (the target masked out of them as an accidental hit) is the same loss."""
+    assert Config(model="DimeRec", config_dict=toy_config)["num_negatives"] is None  # the shipped default
+    model = _build(toy_config)[4]
+    torch.manual_seed(0)
+    query = torch.nn.functional.normalize(torch.randn(6, model.item_embedding.weight.shape[1]), dim=-1)
+    target = torch.randint(1, model.n_items, (6,))
+    every_item = torch.arange(1, model.n_items)
+    full = model.sampled_softmax(query, target, None)
+    assert torch.allclose(full, model.sampled_softmax(query, target, every_item), atol=1e-5)
+    # fewer negatives make an easier softmax: a smaller loss for every row
+    assert (model.sampled_softmax(query, target, every_item[:5]) < full).all()
+
+
 @pytest.mark.parametrize("sampler, steps", [("ancestral", None), ("ddim", 3)])
 def test_everything_stays_on_the_unit_sphere(toy_config, sampler, steps):
     _, _, _, test_data, model, _ = _build(toy_config, sampler=sampler, sampling_steps=steps, ddim_eta=0.5)
