@@ -95,7 +95,8 @@ def test_target_slot_follows_the_history(toy_config, causal):
         assert torch.allclose(first, encoder(changed, mask_seq)[:, 0], atol=1e-5) == causal
 
 
-@pytest.mark.parametrize("rounding_input, reaches_approximator", [("prediction", True), ("embedding", False)])
+@pytest.mark.parametrize("rounding_input, reaches_approximator",
+                         [("prediction", True), ("final", True), ("embedding", False)])
 def test_rounding_input_decides_what_the_rec_loss_trains(toy_config, rounding_input, reaches_approximator):
     """The rec loss (CE of the rounding head) trains the approximator only when it rounds the prediction; on
     E(v_T) it trains the head and the item table alone."""
@@ -114,6 +115,30 @@ def test_rounding_input_decides_what_the_rec_loss_trains(toy_config, rounding_in
             assert model.rounding.weight.grad.any()
     same = all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[1.0], grads[0.0]))
     assert same != reaches_approximator
+
+
+def test_tied_rounding_and_normalized_embeddings(toy_config):
+    """tie_rounding: the head's W is the item table (only the bias is its own), so the rec loss reaches the table
+    through the logits; normalize_embeddings: every h^0 has mean 0 and norm sqrt(H)."""
+    _, (_, train_data, _, test_data, model, _) = _build(toy_config, tie_rounding=True, normalize_embeddings=True,
+                                                        noise_std=1.0, rounding_input="final")
+    assert model.rounding.weight is None
+    H = model.hidden_size
+    h = model.embed(torch.arange(1, model.n_items))
+    assert torch.allclose(h.mean(-1), torch.zeros(()), atol=1e-5)
+    # LayerNorm's eps (1e-5) against rows of variance 0.02^2 takes about 1% off the norm
+    assert torch.allclose(h.norm(dim=-1), torch.full((), H ** 0.5), rtol=0.03)
+    generated = torch.randn(4, H)
+    expected = generated @ model.item_embedding.weight.t() + model.rounding.bias
+    assert torch.allclose(model.item_scores(generated), expected, atol=1e-5)
+    batch, _, _ = _test_batch(model, test_data)
+    with torch.no_grad():
+        full = model.full_sort_predict(batch)
+        one = model.predict(batch)
+    assert torch.allclose(one, full.gather(1, batch["item_id"].view(-1, 1)).squeeze(1), atol=1e-5)
+    model.train()
+    model.calculate_loss(next(iter(train_data))).backward()
+    assert model.item_embedding.weight.grad[1:].abs().sum(-1).gt(0).all()  # every item's row, through the logits
 
 
 @pytest.mark.parametrize(

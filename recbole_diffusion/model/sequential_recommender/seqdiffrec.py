@@ -26,6 +26,14 @@ Choices the paper leaves open, made here (each is a key of ``properties/model/Se
       approximator's prediction f(h_T^n, n), the vector the head rounds at inference, so the head is trained on
       what it will see. ``embedding`` is the literal reading of the paper's objective, -log p(v_T | h_T^0) with
       h_T^0 = E(v_T). Gradients reach the item table through the MSE target as well, as in Diffusion-LM.
+      ``final`` rounds f(x_T, T-1) from a second pass at the last step, the one-step prediction inference
+      rounds: at a uniformly drawn n the noised target is often visible in h_T^n, and the cross-entropy on
+      f(h_T^n, n) then trains copying it, not ranking from the history (a review's measurement; an option).
+    * Options beyond the paper, off by default: ``tie_rounding`` makes the head's W the item table E
+      (Diffusion-LM's tied rounding; the head keeps its bias), so the cross-entropy reaches E directly;
+      ``normalize_embeddings`` feeds h^0 = LayerNorm(E(v)) (no affine) for the history and the target, at the
+      scale of the step embedding z_n (at N(0, 0.02^2) E(v) is about 1/7 of it) and of the approximator's
+      LayerNorm'd output, so the MSE cannot shrink the table to a point.
     * Loss weights: MSE + 1.0 * CE (the paper's objective is an unweighted sum); the MSE is the mean over the
       hidden dimensions (DreamRec's F.mse_loss), so the weight does not depend on hidden_size.
     * Attention (``causal_attention``): bidirectional by default: the paper writes "TransformerEncoder" and the
@@ -56,7 +64,7 @@ from recbole_diffusion.model.abstract_recommender import SequentialDiffusionReco
 from recbole_diffusion.model.layers import PositionalSequenceEncoder, TimestepMLP, check_transformer_config
 from recbole_diffusion.utils import check_choice, check_non_negative, check_positive_int
 
-ROUNDING_INPUTS = ("prediction", "embedding")
+ROUNDING_INPUTS = ("final", "prediction", "embedding")
 
 
 class SeqDiffRec(SequentialDiffusionRecommender):
@@ -74,6 +82,8 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         check_non_negative(config, name, "rec_loss_weight")
         check_choice(config, name, "rounding_input", list(ROUNDING_INPUTS))
         check_choice(config, name, "causal_attention", [False, True])
+        check_choice(config, name, "normalize_embeddings", [False, True])
+        check_choice(config, name, "tie_rounding", [False, True])
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -83,6 +93,8 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         self.rec_loss_weight = config["rec_loss_weight"]
         self.rounding_input = config["rounding_input"]
         self.inference_samples = config["inference_samples"]
+        self.normalize_embeddings = config["normalize_embeddings"]
+        self.tie_rounding = config["tie_rounding"]
 
         # define layers and loss (item_embedding from the base class)
         # one more position than the history: the target slot after the last item
@@ -90,6 +102,9 @@ class SeqDiffRec(SequentialDiffusionRecommender):
                                                                   causal=self.causal_attention)
         self.step_embedding = TimestepMLP(self.hidden_size)
         self.rounding = nn.Linear(self.hidden_size, self.n_items)  # p(v | h^0) = softmax(W h^0 + b)
+        if self.tie_rounding:  # W = E (Diffusion-LM's tied rounding); only the bias b is the head's own
+            del self.rounding.weight
+            self.rounding.register_parameter("weight", None)
         self.loss_fct = nn.CrossEntropyLoss(reduction="none")
         # an id past the item table: marks the target slot as a real position for the attention mask only
         self.placeholder_id = self.n_items
@@ -97,12 +112,22 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         # parameters initialization: embedding tables N(0, embedding_init_std^2)
         self.init_embeddings()
 
+    def embed(self, items):
+        """h^0 = E(v), or LayerNorm(E(v)) without affine (``normalize_embeddings``): every h^0 has norm sqrt(H),
+        the scale of the approximator's LayerNorm'd output, so the MSE cannot shrink the table to a point and the
+        signal-to-noise ratio of each step stays that of unit data with noise_std 1."""
+        h = self.item_embedding(items)
+        return F.layer_norm(h, (self.hidden_size,)) if self.normalize_embeddings else h
+
+    def rounding_weight(self):
+        return self.item_embedding.weight if self.tie_rounding else self.rounding.weight
+
     def forward(self, item_seq, item_seq_len, x_t, t):
         """f(h_T^n, n): item_seq [B, L] (right-padded history), item_seq_len [B], x_t [B, H] the noised target,
         t [B] raw timesteps -> x0_pred [B, H], read at the target slot (position item_seq_len)."""
         item_seq = F.pad(item_seq, (0, 1))
         slot = torch.arange(item_seq.shape[1], device=item_seq.device)[None] == item_seq_len[:, None]
-        h = torch.where(slot[..., None], x_t[:, None], self.item_embedding(item_seq))
+        h = torch.where(slot[..., None], x_t[:, None], self.embed(item_seq))
         z_n = self.step_embedding(self.diffusion.scale_timesteps(t))
         # H^n = [h_1 + y_1 + z_n, ..., h_T^n + y_T + z_n]; y is added inside the encoder
         return self.approximator(h + z_n[:, None], item_seq.masked_fill(slot, self.placeholder_id), item_seq_len)
@@ -116,10 +141,16 @@ class SeqDiffRec(SequentialDiffusionRecommender):
 
     def calculate_loss(self, interaction):
         target = interaction[self.POS_ITEM_ID]
-        x0 = self.item_embedding(target)
+        x0 = self.embed(target)
         t, weights, x_t = self.sample_training_noise(x0)
         x0_pred = self.approximate(interaction, x_t, t)
-        rec_loss = self.loss_fct(self.item_scores(x0_pred if self.rounding_input == "prediction" else x0), target)
+        if self.rounding_input == "final":
+            # the vector inference rounds: one step from (almost) pure noise at t = T-1
+            t_last = torch.full_like(t, self.diffusion_steps - 1)
+            rounded = self.approximate(interaction, self.diffusion.q_sample(x0, t_last), t_last)
+        else:
+            rounded = x0_pred if self.rounding_input == "prediction" else x0
+        rec_loss = self.loss_fct(self.item_scores(rounded), target)
         losses = F.mse_loss(x0_pred, x0, reduction="none").mean(-1) + self.rec_loss_weight * rec_loss
         self.timestep_sampler.update(t, losses)
         return (losses * weights).mean()
@@ -134,9 +165,9 @@ class SeqDiffRec(SequentialDiffusionRecommender):
 
     def item_scores(self, generated):
         """Rounding logits W h^0 + b: [B, H] -> [B, n_items]."""
-        return self.rounding(generated)
+        return F.linear(generated, self.rounding_weight(), self.rounding.bias)
 
     def predict(self, interaction):
         item = interaction[self.ITEM_ID]
         generated = self.generate_for_evaluation(interaction)
-        return (generated * self.rounding.weight[item]).sum(-1) + self.rounding.bias[item]
+        return (generated * self.rounding_weight()[item]).sum(-1) + self.rounding.bias[item]
