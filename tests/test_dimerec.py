@@ -40,10 +40,9 @@ def test_full_ranking_metrics_are_finite(toy_config):
 
 
 def test_full_softmax_is_the_sampled_softmax_over_every_item(toy_config):
-    """The default num_negatives ~ scores every item but the padding: the sampled softmax with every item id as
-    a negative (the target masked out of them as an accidental hit) is the same loss."""
-    assert Config(model="DimeRec", config_dict=toy_config)["num_negatives"] is None  # the shipped default
-    model = _build(toy_config)[4]
+    """num_negatives ~ scores every item but the padding: the sampled softmax with every item id as a negative
+    (the target masked out of them as an accidental hit) is the same loss."""
+    model = _build(toy_config, num_negatives=None)[4]
     torch.manual_seed(0)
     query = torch.nn.functional.normalize(torch.randn(6, model.item_embedding.weight.shape[1]), dim=-1)
     target = torch.randint(1, model.n_items, (6,))

@@ -29,11 +29,11 @@ Choices the paper leaves open:
     * L_gem scores an interest by cosine: g_u is the interest of highest cosine with the target (the paper's
       argmax of g^u . e_a, ComiRec's label-aware selection) and the sampled softmax is over cos(g_u, e) / tau.
       L_ssm is the same sampled softmax over cos(x0_pred, e) / tau, with the same negatives.
-    * Negatives: by default (``num_negatives: ~``) both softmaxes run over every item, as DiffuRec's and SASRec's
-      CE do; the paper samples because its catalog has millions of items. With an integer, ``num_negatives``
-      item ids drawn uniformly (with replacement) inside the model, shared by the batch; a draw equal to a row's
-      target is masked out of that row. 128 uniform negatives (1% of Beauty's 12,101 items) left DimeRec below
-      popularity on beauty5k. RecBole's ``train_neg_sample_args`` stays ``~``.
+    * Negatives: ``num_negatives`` item ids drawn uniformly (with replacement) inside the model, shared by the
+      batch; a draw equal to a row's target is masked out of that row. ``num_negatives: ~`` runs both softmaxes
+      over every item instead, as DiffuRec's and SASRec's CE do (the paper samples: its catalog has millions of
+      items); on beauty5k it learned faster but peaked lower after 20 epochs (properties/model/DimeRec.yaml).
+      RecBole's ``train_neg_sample_args`` stays ``~``.
     * tau (``temperature``) 0.1, lambda = mu = 1, K = 4 (ComiRec's usual value), P indexed by recency
       (0 = the last item), so padding never shifts it.
     * Noise on the sphere: eps has standard deviation 1/sqrt(H) per coordinate, so its expected norm is 1, the
