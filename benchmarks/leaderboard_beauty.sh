@@ -3,6 +3,7 @@
 # BERT4Rec and the popularity floor, on the full Amazon Beauty data, each trained to convergence (early stopping
 # on validation NDCG@10, patience 10, validation after every epoch), at one common size (hidden 128; DiffuRec
 # and DiQDiff at their papers' 4 blocks), 3 seeds for DiffuRec and SASRec (the paired test), 2 for the others.
+# DimeRec, whose yaml values are ours (no official code), runs with the best of a beauty5k sweep (its yaml here).
 #
 #   benchmarks/leaderboard_beauty.sh            # hours per run on a CPU: rerun the same command to continue
 #
