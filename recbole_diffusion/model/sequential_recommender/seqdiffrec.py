@@ -32,7 +32,7 @@ Choices the paper leaves open, made here (each is a key of ``properties/model/Se
     * Options beyond the paper, off by default: ``tie_rounding`` makes the head's W the item table E
       (Diffusion-LM's tied rounding; the head keeps its bias), so the cross-entropy reaches E directly;
       ``normalize_embeddings`` feeds h^0 = LayerNorm(E(v)) (no affine) for the history and the target, at the
-      scale of the step embedding z_n (at N(0, 0.02^2) E(v) is about 1/7 of it) and of the approximator's
+      scale of the step embedding z_n (at N(0, 0.02^2) E(v) is several times smaller) and of the approximator's
       LayerNorm'd output, so the MSE cannot shrink the table to a point.
     * Loss weights: MSE + 1.0 * CE (the paper's objective is an unweighted sum); the MSE is the mean over the
       hidden dimensions (DreamRec's F.mse_loss), so the weight does not depend on hidden_size.
