@@ -7,13 +7,14 @@
 #
 #   benchmarks/leaderboard_beauty.sh            # hours per run on a CPU: rerun the same command to continue
 #
-# On a 2-core machine, two processes (one thread each) share the work and the folder, then one writes the table:
-#   MODELS=SASRec,BERT4Rec benchmarks/leaderboard_beauty.sh &
-#   MODELS=DiffuRec,DiQDiff,SeqDiffRec,DimeRec,DreamRec benchmarks/leaderboard_beauty.sh --popularity_floor=False &
+# On a 2-core machine, two workers (one thread each) share the runs and the folder: start the same command twice.
+# Each run is claimed by one worker (output_dir/progress/*.claim); each worker takes the next unclaimed run, in
+# seed-major order (every model's first seed, then the second ...), and reads back what the other finished:
+#   benchmarks/leaderboard_beauty.sh & benchmarks/leaderboard_beauty.sh &
 #   benchmarks/leaderboard_beauty.sh --report_only=True        # the whole table of what has finished
 #
 # Resumable at two levels: finished runs are read back from runs.jsonl, and a run cut short continues from its
-# last validated epoch (output_dir/progress/). Writes benchmarks/results/leaderboard_beauty/comparison.{md,csv,png}
+# last validated epoch (output_dir/progress/), by whichever worker claims it next. Writes benchmarks/results/leaderboard_beauty/comparison.{md,csv,png}
 # and runs.jsonl. MODELS, SEEDS, OUTPUT_DIR and PYTHON can be set from the environment; per-model seed counts
 # in SEEDS for models not in MODELS are dropped.
 set -euo pipefail

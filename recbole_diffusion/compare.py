@@ -44,6 +44,12 @@ Design choices, and why:
   loader's shuffle) is written atomically to ``output_dir/progress/``, and deleted once the run is in
   ``runs.jsonl``. A resumed run trains the same epochs on the same batches as an uninterrupted one and reaches
   the same result (``tests/test_compare.py``); its timings are those of the epochs each process ran.
+* **Several workers, one comparison.** The same command started several times (processes on one machine, or
+  machines sharing the folder) splits the runs between them: a worker claims a run by creating
+  ``output_dir/progress/<run>.claim`` (exclusive create, so exactly one worker gets it), skips runs others
+  hold, reads back the runs they finish, and releases its claim once its run is in ``runs.jsonl``. A claim
+  left by a dead process on the same machine (checked by boot, pid and the pid's start time) is taken over;
+  one from another machine is trusted until deleted by hand. ``report_only`` then writes the whole table.
 * **Time to quality.** Each run keeps its validation curve (epoch, validation score, cumulative training and
   validation seconds). The report gives, per model, the epochs and wall time to its best validation score and
   to the best validation score of the strongest baseline (SASRec when present).
@@ -69,6 +75,7 @@ import io
 import json
 import os
 import random
+import socket
 import statistics
 import time
 
@@ -328,6 +335,88 @@ def _load_progress(progress_file, key, say):
         say(f"{progress_file} holds a run with other settings: starting this run from its first epoch.")
         return None
     return progress
+
+
+def _boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid):
+    """The start time (clock ticks since boot) of process ``pid`` from /proc, or None where there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])  # field 22; the name in (...) may hold spaces
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _this_process():
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid(),
+            "start": _process_start(os.getpid())}
+
+
+def _holder_alive(holder):
+    """Whether the process that wrote a claim still runs. A claim from another host counts as alive (it cannot be
+    checked from here); one from this host is dead when its boot, pid or the pid's start time no longer match."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    if holder.get("boot") != _boot_id():
+        return False
+    pid = holder.get("pid")
+    if not isinstance(pid, int):
+        return False
+    if holder.get("start") is not None:
+        return _process_start(pid) == holder["start"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def claim_run(path):
+    """Claim one run for this process by creating ``path`` (exclusive create: of several workers sharing an
+    output folder, exactly one gets it). A claim left by a dead process on this host is taken over.
+
+    Returns:
+        dict or None: None when this process now holds the claim, else the holder's record (host, pid, ...).
+    """
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    holder = json.load(f)
+                age = time.time() - os.path.getmtime(path)
+            except FileNotFoundError:
+                continue  # released this instant: try again
+            except (OSError, ValueError):
+                holder, age = {}, 0.0  # being written this instant: decided on the next try
+            if holder and _holder_alive(holder):
+                return holder
+            if holder or age > 60:
+                release_run(path)  # a dead worker's claim (or an empty one a minute old)
+            else:
+                time.sleep(0.1)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(_this_process(), f)
+        return None
+    raise RecBoleDiffusionError(f"could not claim {path}: it keeps changing. Delete it if no worker is using it.")
+
+
+def release_run(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, progress_file=None, key=None):
@@ -771,7 +860,8 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         dict: ``runs`` (the records in the table, one per (model, seed): model, seed, kind, settings, test and
         valid metrics, best_valid_score, best_epoch, epochs_trained, sec_per_epoch, epoch_seconds,
         infer_ms_per_user, test_users, params, device), ``summary`` (per-model rows), ``metrics``,
-        ``significance``, ``trained`` (runs trained by this call), ``resumed`` (runs read back), ``files``.
+        ``significance``, ``trained`` (runs trained by this call), ``resumed`` (runs read back at the start),
+        ``elsewhere`` (runs other workers finished into the same folder while this call ran), ``files``.
     """
     config_file_list = [os.path.abspath(f) for f in (config_file_list or [])]
     model_config_files = {m: os.path.abspath(f) for m, f in (model_config_files or {}).items()}
@@ -816,18 +906,19 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
     os.makedirs(output_dir, exist_ok=True)
     runs_path = os.path.join(output_dir, "runs.jsonl")
     stored = load_runs(runs_path, say)
-    plan, done = [], {}
+    plan, done, identities = [], {}, []
     for number, seed in enumerate(seed_list):  # seed-major: a cut-short comparison has every model at its first seeds
         for model in (m for m in models if number < runs_of[m]):
             config, _ = configs[model]
             config["seed"] = seed
             key = settings_key(config)
+            identities.append((model, seed, key))
             match = [r for r in stored if r["model"] == model and r["seed"] == seed and r["settings"] == key]
             if match:
                 done[(model, seed)] = match[-1]
             else:
                 plan.append((model, seed, key))
-    total = sum(runs_of.values())
+    total, resumed = sum(runs_of.values()), len(done)
     if done:
         say(f"resuming: {len(done)} of {total} runs already in {runs_path}")
     if report_only:
@@ -876,21 +967,28 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
                 + ("." if finished == total else " (partial table: the comparison is still running or was stopped).")]
         return write_report(output_dir, current_runs(), models, header + note, plot=plot)
 
-    for number, (model, seed, key) in enumerate(plan, 1):
+    wanted = set(identities)
+
+    def read_back():
+        """Takes in the runs of this comparison that other workers have finished into the same folder since."""
+        for record in load_runs(runs_path, say):
+            identity = (record["model"], record["seed"], record["settings"])
+            if identity in wanted and identity[:2] not in done:
+                done[identity[:2]] = record
+                elsewhere.append(identity[:2])
+
+    def run_one(model, seed, key, label, progress_file):
         config, files = configs[model]
         config["seed"] = seed
-        label = f"[{number}/{len(plan)}] {model} seed {seed}"
         say(f"{label}: training (epochs <= {config['epochs']}, valid metric {config['valid_metric']})")
         start = time.perf_counter()
         kind = "floor" if is_floor(model) else "diffusion" if model in ours else "baseline"
         record = {"model": model, "dataset": dataset, "seed": seed, "settings": key, "kind": kind,
                   "config_files": files}
         dataset_copy = copy.deepcopy(datasets[dataset_keys[model]])  # build() rewrites it: the original stays unbuilt
-        progress_file = os.path.join(output_dir, "progress", f"{model}-seed{seed}-{key}.pth")
-        os.makedirs(os.path.dirname(progress_file), exist_ok=True)
         record.update(train_and_test(config, dataset_copy, label, keep_checkpoints, say, progress_file, key))
         record["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
-        _append_run(runs_path, record)
+        _append_run(runs_path, record)  # before the claim is released: no other worker can start it again
         if os.path.exists(progress_file):
             os.remove(progress_file)
         done[(model, seed)] = record
@@ -898,11 +996,45 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         say(f"{label}: done in {time.perf_counter() - start:.1f} s, {record['epochs_trained']} epochs "
             f"(best {record['best_epoch']}), test {metric} {record['test'].get(metric, float('nan')):.4f}, "
             f"{record['sec_per_epoch']:.3g} s/epoch, {record['infer_ms_per_user']:.3g} ms/user")
+
+    # Several workers (processes, machines sharing the folder) may run this same comparison into one output_dir:
+    # each run is claimed by exactly one of them (progress/<run>.claim), and each reads back the others' runs.
+    trained, held, elsewhere = 0, [], []
+    for number, (model, seed, key) in enumerate(plan, 1):
+        label = f"[{number}/{len(plan)}] {model} seed {seed}"
+        progress_file = os.path.join(output_dir, "progress", f"{model}-seed{seed}-{key}.pth")
+        os.makedirs(os.path.dirname(progress_file), exist_ok=True)
+        claim_file = progress_file[:-len(".pth")] + ".claim"
+        read_back()
+        if (model, seed) in done:
+            say(f"{label}: finished by another worker; read back from {runs_path}")
+            continue
+        holder = claim_run(claim_file)
+        if holder is not None:
+            held.append((model, seed))
+            say(f"{label}: another worker is training it (pid {holder.get('pid')} on {holder.get('host')}); "
+                f"skipped here. If that worker is gone for good, delete {claim_file} and rerun.")
+            continue
+        try:
+            read_back()  # it may have finished between the check above and the claim
+            if (model, seed) in done:
+                say(f"{label}: finished by another worker; read back from {runs_path}")
+                continue
+            run_one(model, seed, key, label, progress_file)
+            trained += 1
+        finally:
+            release_run(claim_file)
         report(plot=False)
 
+    read_back()
     rows, metrics, significance = report(plot=True)
+    held = [run for run in held if run not in done]
+    if held:
+        say(f"not finished yet, held by other workers: {', '.join(f'{m} seed {s}' for m, s in held)}; when they "
+            f"end, rerun with --report_only=True for the whole table")
     files = {name: os.path.join(output_dir, name)
              for name in ("comparison.md", "comparison.csv", "comparison.png", "runs.jsonl")}
     say(f"comparison written to {files['comparison.md']} (.csv, .png; every run in runs.jsonl)")
     return {"runs": current_runs(), "summary": rows, "metrics": metrics, "significance": significance,
-            "trained": len(plan), "resumed": len(done) - len(plan), "files": files}
+            "trained": trained, "resumed": resumed, "elsewhere": len(elsewhere),
+            "files": files}

@@ -2,7 +2,10 @@
 
 import csv
 import json
+import os
+import socket
 import statistics
+import subprocess
 import sys
 
 import pytest
@@ -315,3 +318,68 @@ def test_seeds_per_model(workdir, toy_config, counted):
                      output_dir="out", report_only=True)
     assert result["trained"] == 0 and result["resumed"] == 3 and counted["runs"] == 3
     assert "3 of 4 runs finished (partial table" in (workdir / "out" / "comparison.md").read_text()
+
+
+def test_a_claim_is_held_by_one_worker_and_a_dead_workers_claim_is_taken_over(tmp_path):
+    path = str(tmp_path / "run.claim")
+    assert compare_module.claim_run(path) is None  # this process holds it now
+    holder = compare_module.claim_run(path)  # a second claim while the holder lives is refused
+    assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+    compare_module.release_run(path)
+    assert not os.path.exists(path)
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    me = compare_module._this_process()
+    for stale in (dict(me, pid=dead.pid, start=None),  # its process has ended
+                  dict(me, start=me["start"] + 1) if me["start"] is not None else dict(me, pid=dead.pid),  # pid reused
+                  dict(me, boot="another boot")):  # the machine restarted
+        with open(path, "w") as f:
+            json.dump(stale, f)
+        assert compare_module.claim_run(path) is None and json.load(open(path))["pid"] == os.getpid()
+        compare_module.release_run(path)
+    with open(path, "w") as f:
+        json.dump(dict(me, host="another-machine", pid=dead.pid), f)  # cannot be checked from here: trusted
+    assert compare_module.claim_run(path)["host"] == "another-machine"
+
+
+def test_two_workers_share_one_comparison(workdir, toy_config, counted, monkeypatch, capsys):
+    """A run another live worker has claimed is skipped; runs other workers finish meanwhile are read back, not
+    trained again; once the other worker is gone, its claim is taken over and the run trained here."""
+    config = dict(toy_config, epochs=1)
+    elsewhere = compare(["SASRec", "GRU4Rec"], "toy", seeds=1, config_dict=config, output_dir="elsewhere",
+                        popularity_floor=False)
+    assert elsewhere["trained"] == 2 and counted["runs"] == 2
+    gru4rec_line = next(line for line in open(workdir / "elsewhere" / "runs.jsonl") if '"GRU4Rec"' in line)
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        (workdir / "out" / "progress").mkdir(parents=True)
+        key = elsewhere["runs"][0]["settings"]
+        claim = workdir / "out" / "progress" / f"SASRec-seed2020-{key}.claim"
+        me = compare_module._this_process()
+        claim.write_text(json.dumps(dict(me, pid=other.pid, start=compare_module._process_start(other.pid))))
+
+        train = compare_module.train_and_test
+
+        def train_while_another_worker_finishes_gru4rec(config, *args, **kwargs):
+            result = train(config, *args, **kwargs)
+            with open(workdir / "out" / "runs.jsonl", "a") as f:
+                f.write(gru4rec_line)
+            return result
+
+        monkeypatch.setattr(compare_module, "train_and_test", train_while_another_worker_finishes_gru4rec)
+        result = compare(["SASRec", "GRU4Rec"], "toy", seeds=1, config_dict=config, output_dir="out")
+        out = capsys.readouterr().out
+        assert "SASRec seed 2020: another worker is training it (pid" in out
+        assert "GRU4Rec seed 2020: finished by another worker" in out
+        assert result["trained"] == 1 and result["elsewhere"] == 1 and counted["runs"] == 3  # SeqPop only
+        assert [r["model"] for r in result["runs"]] == ["SeqPop", "GRU4Rec"]
+        assert claim.exists()  # still the other worker's
+    finally:
+        other.kill()
+        other.wait()
+    monkeypatch.setattr(compare_module, "train_and_test", train)
+    result = compare(["SASRec", "GRU4Rec"], "toy", seeds=1, config_dict=config, output_dir="out")
+    assert result["trained"] == 1 and [r["model"] for r in result["runs"]] == ["SeqPop", "SASRec", "GRU4Rec"]
+    assert not list((workdir / "out" / "progress").iterdir())
