@@ -29,8 +29,9 @@ Design choices, and why:
   run on that copy. Nothing is written to disk unless ``keep_checkpoints`` asks for it (then the trainer's own
   safe checkpoints also go to ``output_dir/checkpoints``).
 * **Timing.** Training seconds per epoch: ``time.perf_counter`` around each call of RecBole's
-  ``trainer._train_epoch`` (training only: no validation, no logging), CUDA synchronised at both ends, mean
-  over the epochs trained. Inference milliseconds per user: wall time of the full-ranking test evaluation
+  ``trainer._train_epoch`` (training only: no validation, no logging), CUDA synchronised at both ends; the table gives
+  each run's median over its epochs (``runs.jsonl`` keeps every epoch's time and the mean), so that epochs slowed
+  by other jobs on the machine, or run in another session, do not set a run's pace. Inference milliseconds per user: wall time of the full-ranking test evaluation
   (scoring every item, ranking, metrics) divided by the number of test users.
 * **Seeds.** Run ``i`` of every model uses ``seed = base + i`` with ``reproducibility = True``; ``base`` is
   the seed of the shared settings (command line, ``--config_files``, ``config_dict``; RecBole's default 2020).
@@ -563,6 +564,18 @@ def _mean_std(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
+def epoch_time(run):
+    """A run's training seconds per epoch: the median over its epochs (a run spread over sessions or sharing the
+    machine has some epochs slowed by other jobs; the median is the pace of its typical epoch)."""
+    return statistics.median(run["epoch_seconds"]) if run.get("epoch_seconds") else run["sec_per_epoch"]
+
+
+def _epoch_pace(run):
+    """Median wall seconds of one epoch's training plus validation, from the run's validation curve."""
+    totals = [p[2] + p[3] for p in run["valid_curve"]]
+    return statistics.median(b - a for a, b in zip([0.0] + totals[:-1], totals))
+
+
 def summarize(runs, models):
     """Per model (in ``models`` order, those with at least one run): mean and std over its runs.
 
@@ -577,7 +590,8 @@ def summarize(runs, models):
         if not mine:
             continue
         values = {m: _mean_std([run["test"].get(m) for run in mine]) for m in metrics}
-        for key in ("sec_per_epoch", "epochs_trained", "infer_ms_per_user", "params"):
+        values["sec_per_epoch"] = _mean_std([epoch_time(run) for run in mine])
+        for key in ("epochs_trained", "infer_ms_per_user", "params"):
             values[key] = _mean_std([run[key] for run in mine])
         rows.append({"model": model, "kind": mine[0]["kind"], "seeds": sorted(run["seed"] for run in mine),
                      "values": values, "best_valid_score": statistics.mean(r["best_valid_score"] for r in mine)})
@@ -750,25 +764,33 @@ def time_to_quality(runs, models):
         baselines, key=lambda m: statistics.mean(baselines[m]), default=None)
     target = statistics.mean(baselines[reference]) if reference else None
     lines = ["", f"**Time to quality** (wall time of training plus validation after each epoch, "
-                 f"{curved[0].get('threads', '?')} thread(s), mean over seeds)"
+                 f"{curved[0].get('threads', '?')} thread(s), mean over seeds; in brackets, epochs x the run's "
+                 f"median epoch, which discounts epochs slowed by other jobs on the machine)"
              + (f"; the target is {reference}'s mean best validation {metric}, {target:.4f}." if reference else "."),
-             "", f"| model | epochs to its best | time to its best | epochs to {reference or 'target'} | "
-                 f"time to {reference or 'target'} |", "|---|---:|---:|---:|---:|"]
+             "", f"| model | median epoch (train + valid) | epochs to its best | time to its best | "
+                 f"epochs to {reference or 'target'} | time to {reference or 'target'} |",
+             "|---|---:|---:|---:|---:|---:|"]
+
+    def times(points):  # points: (run, curve point) pairs
+        return (f"{_duration(statistics.mean(p[2] + p[3] for _, p in points))} "
+                f"({_duration(statistics.mean(p[0] * _epoch_pace(r) for r, p in points))})")
+
     for model in models:
         mine = [r for r in curved if r["model"] == model]
         if not mine:
             continue
-        to_best = [next(p for p in r["valid_curve"] if p[0] == r["best_epoch"]) for r in mine if r["best_epoch"]]
-        cells = [f"{statistics.mean(p[0] for p in to_best):.1f}" if to_best else "-",
-                 _duration(statistics.mean(p[2] + p[3] for p in to_best)) if to_best else "-"]
+        to_best = [(r, next(p for p in r["valid_curve"] if p[0] == r["best_epoch"])) for r in mine if r["best_epoch"]]
+        cells = [f"{statistics.mean(_epoch_pace(r) for r in mine):.0f} s",
+                 f"{statistics.mean(p[0] for _, p in to_best):.1f}" if to_best else "-",
+                 times(to_best) if to_best else "-"]
         if target is None:
             cells += ["-", "-"]
         else:
-            reached = [next((p for p in r["valid_curve"] if p[1] >= target), None) for r in mine]
-            hits = [p for p in reached if p is not None]
+            reached = [(r, next((p for p in r["valid_curve"] if p[1] >= target), None)) for r in mine]
+            hits = [(r, p) for r, p in reached if p is not None]
             note = "" if len(hits) == len(mine) else f" ({len(hits)} of {len(mine)} seeds; others never)"
-            cells += ([f"{statistics.mean(p[0] for p in hits):.1f}{note}", _duration(statistics.mean(
-                p[2] + p[3] for p in hits))] if hits else ["never", "-"])
+            cells += ([f"{statistics.mean(p[0] for _, p in hits):.1f}{note}", times(hits)] if hits
+                      else ["never", "-"])
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return lines
 
@@ -824,7 +846,7 @@ def write_report(output_dir, runs, models, header, plot=True):
 _COLUMN_NOTE = (
     "Columns: test metrics of each run's best-validation epoch, mean ± standard deviation over seeds (best mean "
     "in bold: highest for metrics, lowest for time and size). *train s/epoch*: wall time of RecBole's "
-    "`_train_epoch` (training only), mean over the epochs trained; *epochs*: epochs trained (early stopping); "
+    "`_train_epoch` (training only), median over the epochs trained; *epochs*: epochs trained (early stopping); "
     "*infer ms/user*: wall time of the full-ranking test evaluation / test users; *params*: model parameters. "
     "Every number of every run is in runs.jsonl."
 )
