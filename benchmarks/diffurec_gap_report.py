@@ -1,0 +1,72 @@
+"""The table of DiffuRec's gap variants on full Beauty (benchmarks/diffurec_gap_beauty.sh) beside the leaderboard's
+DiffuRec run with our defaults: validation NDCG@10 at equal epochs, best validation, test metrics.
+
+    python benchmarks/diffurec_gap_report.py      # writes benchmarks/results/diffurec_gap_beauty.md
+
+Finished runs are read from each folder's runs.jsonl; a run still training (or cut short) from its saved state in
+progress/, with no test metrics yet.
+"""
+
+import glob
+import json
+import os
+import statistics
+
+from common import HERE, write_result
+
+from recbole_diffusion.trainer import load_checkpoint
+
+RESULTS = os.path.join(HERE, "results")
+CHECKPOINTS = (5, 10, 15, 20, 30, 40)
+VARIANTS = {
+    "defaults (leaderboard)": ("leaderboard_beauty", "our defaults: items N(0, 0.02^2), padding keys masked"),
+    "init1": ("diffurec_gap_beauty/init1", "embedding_init_std: 1.0 (the official N(0, 1) items; unit noise)"),
+    "official_mask": ("diffurec_gap_beauty/official_mask", "attention_mask: official (padding keys visible)"),
+    "official": ("diffurec_gap_beauty/official", "both"),
+}
+
+
+def diffurec_run(folder, seed=2020):
+    """(curve, record or None, status) of DiffuRec seed ``seed`` in ``folder``, or None if it has not started."""
+    path = os.path.join(RESULTS, folder, "runs.jsonl")
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if record["model"] == "DiffuRec" and record["seed"] == seed:
+                    return record["valid_curve"], record, "finished"
+    for progress in glob.glob(os.path.join(RESULTS, folder, "progress", f"DiffuRec-seed{seed}-*.pth")):
+        curve = load_checkpoint(progress).get("curve") or []
+        if curve:
+            return curve, None, "in progress"
+    return None
+
+
+def main():
+    header = ["variant", "what", "status", "epochs"] + [f"valid @{e}" for e in CHECKPOINTS] + [
+        "best valid (epoch)", "test NDCG@10", "test Hit@10", "median epoch s"]
+    lines = ["DiffuRec, seed 2020, full Beauty, the leaderboard's shared settings (hidden 128, 4 blocks, patience 10 "
+             "on validation NDCG@10, one thread). *valid @e*: validation NDCG@10 after epoch e. Test metrics at the "
+             "best-validation epoch, only for finished runs. Paper (TOIS Table 2): test NDCG@10 0.0475, HR@10 "
+             "0.0791.", "", "| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * (len(header) - 3)]
+    for name, (folder, what) in VARIANTS.items():
+        found = diffurec_run(folder)
+        if found is None:
+            lines.append(f"| {name} | {what} | not run | " + " | ".join("-" for _ in header[3:]) + " |")
+            continue
+        curve, record, status = found
+        score = {p[0]: p[1] for p in curve}
+        best = max(curve, key=lambda p: p[1])
+        totals = [p[2] + p[3] for p in curve]
+        pace = statistics.median(b - a for a, b in zip([0.0] + totals[:-1], totals))
+        cells = [name, what, status, str(curve[-1][0])] + [
+            f"{score[e]:.4f}" if e in score else "-" for e in CHECKPOINTS] + [
+            f"{best[1]:.4f} ({best[0]})",
+            f"{record['test']['ndcg@10']:.4f}" if record else "-",
+            f"{record['test']['hit@10']:.4f}" if record else "-", f"{pace:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    write_result("diffurec_gap_beauty", lines)
+
+
+if __name__ == "__main__":
+    main()
