@@ -24,4 +24,4 @@ shift
 
 MODELS=DiffuRec SEEDS=1 OUTPUT_DIR="$ROOT/benchmarks/results/diffurec_gap_beauty/$VARIANT" \
     exec "$ROOT/benchmarks/compare_beauty.sh" --config_files="$ROOT/benchmarks/configs/leaderboard_beauty/shared.yaml" \
-    --popularity_floor=False "${overrides[@]}" "$@"
+    --popularity_floor=False --keep_checkpoints=True "${overrides[@]}" "$@"

@@ -14,7 +14,8 @@
 #   benchmarks/leaderboard_beauty.sh --report_only=True        # the whole table of what has finished
 #
 # Resumable at two levels: finished runs are read back from runs.jsonl, and a run cut short continues from its
-# last validated epoch (output_dir/progress/), by whichever worker claims it next. Writes benchmarks/results/leaderboard_beauty/comparison.{md,csv,png}
+# last validated epoch (output_dir/progress/), by whichever worker claims it next. Each finished run's best model
+# is kept in output_dir/checkpoints/ (not committed), to evaluate it again later (e.g. with another sampler). Writes benchmarks/results/leaderboard_beauty/comparison.{md,csv,png}
 # and runs.jsonl. MODELS, SEEDS, OUTPUT_DIR and PYTHON can be set from the environment; per-model seed counts
 # in SEEDS for models not in MODELS are dropped.
 set -euo pipefail
@@ -40,4 +41,5 @@ done
 
 # compare_beauty.sh runs --compare on Beauty; this script adds the leaderboard's configs, seeds and folder.
 MODELS="$MODELS" SEEDS="$seeds" OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/benchmarks/results/leaderboard_beauty}" \
-    exec "$ROOT/benchmarks/compare_beauty.sh" --config_files="$CONFIGS/shared.yaml" --model_config="$per_model" "$@"
+    exec "$ROOT/benchmarks/compare_beauty.sh" --config_files="$CONFIGS/shared.yaml" --model_config="$per_model" \
+    --keep_checkpoints=True "$@"

@@ -26,13 +26,15 @@ Design choices, and why:
   run gets exactly what a fresh ``create_dataset`` would give it.
 * **Model selection without files.** ``fit(saved=True)`` asks the trainer to save a checkpoint exactly when the
   validation metric improves; here that call keeps a copy of the weights in memory instead, and the test is
-  run on that copy. Nothing is written to disk unless ``keep_checkpoints`` asks for it (then the trainer's own
-  safe checkpoints also go to ``output_dir/checkpoints``).
+  run on that copy. Nothing is written to disk unless ``keep_checkpoints`` asks for it (then each run's best model
+  is written once, after training, to ``output_dir/checkpoints/<model>-seed<seed>-<settings>.pth``, in the
+  trainer's safe format, also for a resumed run).
 * **Timing.** Training seconds per epoch: ``time.perf_counter`` around each call of RecBole's
-  ``trainer._train_epoch`` (training only: no validation, no logging), CUDA synchronised at both ends; the table gives
-  each run's median over its epochs (``runs.jsonl`` keeps every epoch's time and the mean), so that epochs slowed
-  by other jobs on the machine, or run in another session, do not set a run's pace. Inference milliseconds per user: wall time of the full-ranking test evaluation
-  (scoring every item, ranking, metrics) divided by the number of test users.
+  ``trainer._train_epoch`` (training only: no validation, no logging), CUDA synchronised at both ends; the
+  table gives each run's median over its epochs (``runs.jsonl`` keeps every epoch's time and the mean), so that
+  epochs slowed by other jobs on the machine, or run in another session, do not set a run's pace. Inference
+  milliseconds per user: wall time of the full-ranking test evaluation (scoring every item, ranking, metrics)
+  divided by the number of test users.
 * **Seeds.** Run ``i`` of every model uses ``seed = base + i`` with ``reproducibility = True``; ``base`` is
   the seed of the shared settings (command line, ``--config_files``, ``config_dict``; RecBole's default 2020).
   ``epochs`` is set to ``budget_epochs`` for every model when given (an equal budget).
@@ -427,7 +429,8 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
         config (Config): the run's configuration (seed, epochs already set).
         dataset (Dataset): a never-built dataset of this configuration's dataset settings; it is consumed.
         label (str): prefix of the epoch progress lines.
-        keep_checkpoints (bool): also write the trainer's checkpoint files (else the best weights stay in memory).
+        keep_checkpoints (bool): also write the best-validation model to ``<checkpoint_dir>/<model>-seed<seed>-
+            <key>.pth`` (the trainer's safe format), once, after training (else the best weights stay in memory).
         progress_file (str): where the run's state goes after each validation, and is continued from when the
             file exists with the same settings ``key`` (see the module's notes on resuming).
         key (str): the run's settings identity (see :func:`settings_key`).
@@ -445,8 +448,6 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
         best["epoch"] = epoch
         best["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         best["other"] = copy.deepcopy(model.other_parameter())
-        if keep_checkpoints:
-            save_best(epoch, verbose=verbose, **kwargs)
 
     trainer._save_checkpoint = keep_best
     last = {}
@@ -503,6 +504,10 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
     if best:
         model.load_state_dict(best["state"])
         model.load_other_parameter(best["other"])
+        if keep_checkpoints:  # written once, from the best state: complete even when the run was resumed
+            trainer.saved_model_file = os.path.join(
+                config["checkpoint_dir"], f"{config['model']}-seed{config['seed']}-{key or 'run'}.pth")
+            save_best(best["epoch"], verbose=False)
     test_result, ms_per_user = timed_evaluate(trainer, test_data)
     record = {
         "valid_metric": config["valid_metric"].lower(),

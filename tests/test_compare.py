@@ -208,8 +208,10 @@ def test_budget_and_own_dataset_when_dataset_settings_differ(workdir, toy_config
     assert [run["epochs_trained"] for run in result["runs"]] == [1, 1]  # the budget beats every other setting
     assert "n/a: the comparison has no diffusion model" in result["significance"]["text"]
     for run in result["runs"]:  # asked for: the best model of each run is on disk, loadable
-        assert run["model_file"].startswith(str(workdir / "out" / "checkpoints"))
-        assert load_checkpoint(run["model_file"])["model"] == run["model"]
+        name = f"{run['model']}-seed2020-{run['settings']}.pth"
+        assert run["model_file"] == str(workdir / "out" / "checkpoints" / name)
+        saved = load_checkpoint(run["model_file"])
+        assert saved["model"] == run["model"] and saved["epoch"] + 1 == run["best_epoch"]
     # progress: a start and a finish line per run, and one line per epoch
     assert sum("SASRec seed 2020: training" in line for line in lines) == 1
     assert sum("SASRec seed 2020 epoch 1/1: train" in line and "valid ndcg@10" in line for line in lines) == 1
@@ -275,8 +277,11 @@ def test_a_run_cut_short_continues_from_its_last_epoch_to_the_same_result(workdi
     assert f"| {model} | 2020 | {die_after} | {best[1]:.4f} (epoch {best[0]}) |" in (
         workdir / "cut" / "comparison.md").read_text()
 
-    resumed = compare([model], "toy", seeds=1, config_dict=config, output_dir="cut", popularity_floor=False)
+    resumed = compare([model], "toy", seeds=1, config_dict=config, output_dir="cut", popularity_floor=False,
+                      keep_checkpoints=True)
     run = resumed["runs"][0]
+    saved = load_checkpoint(run["model_file"])  # the best epoch's weights, even when it came before the cut
+    assert saved["epoch"] + 1 == run["best_epoch"] == whole_run["best_epoch"]
     assert run["resumed_after_epoch"] == die_after and run["epochs_trained"] == 4 and len(run["epoch_seconds"]) == 4
     assert [point[:2] for point in run["valid_curve"]] == [point[:2] for point in whole_run["valid_curve"]]
     assert run["best_epoch"] == whole_run["best_epoch"] and run["test"] == whole_run["test"]
