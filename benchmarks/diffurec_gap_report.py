@@ -17,7 +17,7 @@ from common import HERE, write_result
 from recbole_diffusion.trainer import load_checkpoint
 
 RESULTS = os.path.join(HERE, "results")
-CHECKPOINTS = (5, 10, 15, 20, 30, 40)
+CHECKPOINTS = (1, 2, 3, 4, 5, 10, 15, 20, 30, 40)
 VARIANTS = {
     "defaults (leaderboard)": ("leaderboard_beauty", "our defaults: items N(0, 0.02^2), padding keys masked"),
     "init1": ("diffurec_gap_beauty/init1", "embedding_init_std: 1.0 (the official N(0, 1) items; unit noise)"),
