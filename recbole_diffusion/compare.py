@@ -49,10 +49,11 @@ Design choices, and why:
   the same result (``tests/test_compare.py``); its timings are those of the epochs each process ran.
 * **Several workers, one comparison.** The same command started several times (processes on one machine, or
   machines sharing the folder) splits the runs between them: a worker claims a run by creating
-  ``output_dir/progress/<run>.claim`` (exclusive create, so exactly one worker gets it), skips runs others
-  hold, reads back the runs they finish, and releases its claim once its run is in ``runs.jsonl``. A claim
-  left by a dead process on the same machine (checked by boot, pid and the pid's start time) is taken over;
-  one from another machine is trusted until deleted by hand. ``report_only`` then writes the whole table.
+  ``output_dir/progress/<run>.claim`` and holding an exclusive lock on it (``flock``), so exactly one worker
+  gets it; the others skip it and read it back once it is in ``runs.jsonl``. The system drops the lock of a
+  process that dies, however it dies, so the next worker takes the run over and resumes it from its saved
+  state. Across machines this needs a shared filesystem with working locks. ``report_only`` then writes the
+  whole table.
 * **Time to quality.** Each run keeps its validation curve (epoch, validation score, cumulative training and
   validation seconds). The report gives, per model, the epochs and wall time to its best validation score and
   to the best validation score of the strongest baseline (SASRec when present).
@@ -84,6 +85,11 @@ import time
 
 import numpy as np
 import torch
+
+try:
+    import fcntl  # run claims for several workers (POSIX); without it every run is this process's own
+except ImportError:  # pragma: no cover (Windows)
+    fcntl = None
 from recbole.utils import init_logger, init_seed
 from recbole.utils.argument_list import dataset_arguments
 
@@ -340,86 +346,57 @@ def _load_progress(progress_file, key, say):
     return progress
 
 
-def _boot_id():
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _process_start(pid):
-    """The start time (clock ticks since boot) of process ``pid`` from /proc, or None where there is no /proc."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])  # field 22; the name in (...) may hold spaces
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _this_process():
-    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid(),
-            "start": _process_start(os.getpid())}
-
-
-def _holder_alive(holder):
-    """Whether the process that wrote a claim still runs. A claim from another host counts as alive (it cannot be
-    checked from here); one from this host is dead when its boot, pid or the pid's start time no longer match."""
-    if holder.get("host") != socket.gethostname():
-        return True
-    if holder.get("boot") != _boot_id():
-        return False
-    pid = holder.get("pid")
-    if not isinstance(pid, int):
-        return False
-    if holder.get("start") is not None:
-        return _process_start(pid) == holder["start"]
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+_CLAIMS = {}  # claim path -> the open file whose lock this process holds
 
 
 def claim_run(path):
-    """Claim one run for this process by creating ``path`` (exclusive create: of several workers sharing an
-    output folder, exactly one gets it). A claim left by a dead process on this host is taken over.
+    """Claim one run for this process: an exclusive ``flock`` on the file ``path``, held until
+    :func:`release_run` or the end of the process (the system drops the lock of a process that dies, however it
+    dies, so a dead worker's claim is free at once). Of several workers sharing an output folder, exactly one
+    gets each run.
 
     Returns:
-        dict or None: None when this process now holds the claim, else the holder's record (host, pid, ...).
+        dict or None: None when this process now holds the claim, else what the holder wrote (host, pid).
     """
-    for _ in range(100):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    holder = json.load(f)
-                age = time.time() - os.path.getmtime(path)
-            except FileNotFoundError:
-                continue  # released this instant: try again
-            except (OSError, ValueError):
-                holder, age = {}, 0.0  # being written this instant: decided on the next try
-            if holder and _holder_alive(holder):
-                return holder
-            if holder or age > 60:
-                release_run(path)  # a dead worker's claim (or an empty one a minute old)
-            else:
-                time.sleep(0.1)
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_this_process(), f)
+    if fcntl is None:
         return None
-    raise RecBoleDiffusionError(f"could not claim {path}: it keeps changing. Delete it if no worker is using it.")
+    while True:
+        f = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            text = f.read()
+            f.close()
+            try:
+                return json.loads(text)
+            except ValueError:
+                return {}  # the holder is writing its record this instant
+        try:
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # released (and deleted) between our open and our lock: claim the file there now
+            f.close()
+            continue
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        f.flush()
+        _CLAIMS[path] = f
+        return None
 
 
 def release_run(path):
+    """Ends this process's claim on ``path``: the file is deleted while still locked, then the lock dropped."""
+    f = _CLAIMS.pop(path, None)
+    if f is None:
+        return
     try:
         os.remove(path)
     except FileNotFoundError:
         pass
+    f.close()
 
 
 def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, progress_file=None, key=None):
@@ -1040,7 +1017,7 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         if holder is not None:
             held.append((model, seed))
             say(f"{label}: another worker is training it (pid {holder.get('pid')} on {holder.get('host')}); "
-                f"skipped here. If that worker is gone for good, delete {claim_file} and rerun.")
+                f"skipped here")
             continue
         try:
             read_back()  # it may have finished between the check above and the claim

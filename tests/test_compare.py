@@ -329,27 +329,39 @@ def test_seeds_per_model(workdir, toy_config, counted):
     assert "3 of 4 runs finished (partial table" in (workdir / "out" / "comparison.md").read_text()
 
 
+_HOLD_A_CLAIM = """
+import sys, time
+from recbole_diffusion import compare
+assert compare.claim_run(sys.argv[1]) is None
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def _worker_holding(path):
+    """Another process that claims ``path`` and keeps it until killed."""
+    other = subprocess.Popen([sys.executable, "-c", _HOLD_A_CLAIM, str(path)], stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "held"
+    return other
+
+
 def test_a_claim_is_held_by_one_worker_and_a_dead_workers_claim_is_taken_over(tmp_path):
     path = str(tmp_path / "run.claim")
     assert compare_module.claim_run(path) is None  # this process holds it now
     holder = compare_module.claim_run(path)  # a second claim while the holder lives is refused
-    assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+    assert holder == {"host": socket.gethostname(), "pid": os.getpid()}
     compare_module.release_run(path)
     assert not os.path.exists(path)
 
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    me = compare_module._this_process()
-    for stale in (dict(me, pid=dead.pid, start=None),  # its process has ended
-                  dict(me, start=me["start"] + 1) if me["start"] is not None else dict(me, pid=dead.pid),  # pid reused
-                  dict(me, boot="another boot")):  # the machine restarted
-        with open(path, "w") as f:
-            json.dump(stale, f)
-        assert compare_module.claim_run(path) is None and json.load(open(path))["pid"] == os.getpid()
-        compare_module.release_run(path)
-    with open(path, "w") as f:
-        json.dump(dict(me, host="another-machine", pid=dead.pid), f)  # cannot be checked from here: trusted
-    assert compare_module.claim_run(path)["host"] == "another-machine"
+    other = _worker_holding(path)
+    try:
+        assert compare_module.claim_run(path)["pid"] == other.pid
+    finally:
+        other.kill()  # killed without a chance to release: the system drops its lock
+        other.wait()
+    assert os.path.exists(path)
+    assert compare_module.claim_run(path) is None and json.load(open(path))["pid"] == os.getpid()
+    compare_module.release_run(path)
 
 
 def test_two_workers_share_one_comparison(workdir, toy_config, counted, monkeypatch, capsys):
@@ -361,14 +373,11 @@ def test_two_workers_share_one_comparison(workdir, toy_config, counted, monkeypa
     assert elsewhere["trained"] == 2 and counted["runs"] == 2
     gru4rec_line = next(line for line in open(workdir / "elsewhere" / "runs.jsonl") if '"GRU4Rec"' in line)
 
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    (workdir / "out" / "progress").mkdir(parents=True)
+    key = elsewhere["runs"][0]["settings"]
+    claim = workdir / "out" / "progress" / f"SASRec-seed2020-{key}.claim"
+    other = _worker_holding(claim)
     try:
-        (workdir / "out" / "progress").mkdir(parents=True)
-        key = elsewhere["runs"][0]["settings"]
-        claim = workdir / "out" / "progress" / f"SASRec-seed2020-{key}.claim"
-        me = compare_module._this_process()
-        claim.write_text(json.dumps(dict(me, pid=other.pid, start=compare_module._process_start(other.pid))))
-
         train = compare_module.train_and_test
 
         def train_while_another_worker_finishes_gru4rec(config, *args, **kwargs):
