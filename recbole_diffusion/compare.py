@@ -909,19 +909,27 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
 
     os.makedirs(output_dir, exist_ok=True)
     runs_path = os.path.join(output_dir, "runs.jsonl")
-    stored = load_runs(runs_path, say)
-    plan, done, identities = [], {}, []
+    identities = []  # (model, seed, settings) of every run of this comparison, seed-major
     for number, seed in enumerate(seed_list):  # seed-major: a cut-short comparison has every model at its first seeds
         for model in (m for m in models if number < runs_of[m]):
             config, _ = configs[model]
             config["seed"] = seed
-            key = settings_key(config)
-            identities.append((model, seed, key))
-            match = [r for r in stored if r["model"] == model and r["seed"] == seed and r["settings"] == key]
-            if match:
-                done[(model, seed)] = match[-1]
-            else:
-                plan.append((model, seed, key))
+            identities.append((model, seed, settings_key(config)))
+    wanted, done = set(identities), {}
+
+    def read_back():
+        """Takes in the runs of this comparison found in runs.jsonl (at the start: finished by earlier calls;
+        later: by other workers sharing the folder); returns the (model, seed) pairs new to ``done``."""
+        new = []
+        for record in reversed(load_runs(runs_path, say)):  # a run recorded twice: its last record counts
+            identity = (record["model"], record["seed"], record["settings"])
+            if identity in wanted and identity[:2] not in done:
+                done[identity[:2]] = record
+                new.append(identity[:2])
+        return new
+
+    read_back()
+    plan = [identity for identity in identities if identity[:2] not in done]
     total, resumed = sum(runs_of.values()), len(done)
     if done:
         say(f"resuming: {len(done)} of {total} runs already in {runs_path}")
@@ -971,16 +979,6 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
                 + ("." if finished == total else " (partial table: the comparison is still running or was stopped).")]
         return write_report(output_dir, current_runs(), models, header + note, plot=plot)
 
-    wanted = set(identities)
-
-    def read_back():
-        """Takes in the runs of this comparison that other workers have finished into the same folder since."""
-        for record in load_runs(runs_path, say):
-            identity = (record["model"], record["seed"], record["settings"])
-            if identity in wanted and identity[:2] not in done:
-                done[identity[:2]] = record
-                elsewhere.append(identity[:2])
-
     def run_one(model, seed, key, label, progress_file):
         config, files = configs[model]
         config["seed"] = seed
@@ -1009,7 +1007,7 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         progress_file = os.path.join(output_dir, "progress", f"{model}-seed{seed}-{key}.pth")
         os.makedirs(os.path.dirname(progress_file), exist_ok=True)
         claim_file = progress_file[:-len(".pth")] + ".claim"
-        read_back()
+        elsewhere += read_back()
         if (model, seed) in done:
             say(f"{label}: finished by another worker; read back from {runs_path}")
             continue
@@ -1020,7 +1018,7 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
                 f"skipped here")
             continue
         try:
-            read_back()  # it may have finished between the check above and the claim
+            elsewhere += read_back()  # it may have finished between the check above and the claim
             if (model, seed) in done:
                 say(f"{label}: finished by another worker; read back from {runs_path}")
                 continue
@@ -1030,7 +1028,7 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
             release_run(claim_file)
         report(plot=False)
 
-    read_back()
+    elsewhere += read_back()
     rows, metrics, significance = report(plot=True)
     held = [run for run in held if run not in done]
     if held:
