@@ -7,6 +7,9 @@
 #   benchmarks/diffurec_gap_beauty.sh init1          # the official N(0, 1) item table (ours: N(0, 0.02^2))
 #   benchmarks/diffurec_gap_beauty.sh official_mask  # the official attention: padding keys visible, length 50
 #   benchmarks/diffurec_gap_beauty.sh official       # both
+#   benchmarks/diffurec_gap_beauty.sh lr_step10      # the official StepLR x0.1, every 10 epochs here (official:
+#                                                    # 100, with validation every 20 epochs and patience 5)
+#   MODELS=DiffuRec,SASRec benchmarks/diffurec_gap_beauty.sh lr_step10   # the same schedule for SASRec (fairness)
 #
 # Hours per variant on a CPU (official_mask pads every batch to 50 items: several times slower per epoch).
 # Resumable like every --compare: rerun the same command. Writes benchmarks/results/diffurec_gap_beauty/<variant>/.
@@ -18,10 +21,12 @@ case "$VARIANT" in
     init1) overrides=(--embedding_init_std=1.0) ;;
     official_mask) overrides=(--attention_mask=official) ;;
     official) overrides=(--embedding_init_std=1.0 --attention_mask=official) ;;
-    *) echo "diffurec_gap_beauty.sh: unknown variant '$VARIANT'; use init1, official_mask or official" >&2; exit 2 ;;
+    lr_step10) overrides=(--lr_step_size=10 --lr_gamma=0.1) ;;
+    *) echo "diffurec_gap_beauty.sh: unknown variant '$VARIANT'; use init1, official_mask, official or lr_step10" >&2
+       exit 2 ;;
 esac
 shift
 
-MODELS=DiffuRec SEEDS=1 OUTPUT_DIR="$ROOT/benchmarks/results/diffurec_gap_beauty/$VARIANT" \
-    exec "$ROOT/benchmarks/compare_beauty.sh" --config_files="$ROOT/benchmarks/configs/leaderboard_beauty/shared.yaml" \
-    --popularity_floor=False --keep_checkpoints=True "${overrides[@]}" "$@"
+# The leaderboard's script, with its shared and per-model settings (MODELS may add SASRec and others).
+MODELS="${MODELS:-DiffuRec}" SEEDS=1 OUTPUT_DIR="$ROOT/benchmarks/results/diffurec_gap_beauty/$VARIANT" \
+    exec "$ROOT/benchmarks/leaderboard_beauty.sh" --popularity_floor=False "${overrides[@]}" "$@"

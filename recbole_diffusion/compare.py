@@ -109,6 +109,9 @@ _NOT_SETTINGS = {
     "state", "show_progress", "checkpoint_dir", "log_wandb", "wandb_project",
     "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",
 }
+# Options added after runs were recorded: at these values they change nothing, and are left out of a run's
+# identity so that the runs recorded before them stay resumable and counted.
+_NEUTRAL_DEFAULTS = {"lr_step_size": None, "lr_gamma": 0.1}
 # What RecBole's Dataset reads from its config besides ``dataset_arguments`` (grep of dataset.py 1.2.1).
 _DATASET_KEYS = tuple(dataset_arguments) + (
     "dataset", "data_path", "encoding", "numerical_features", "discretization", "eval_args",
@@ -290,7 +293,8 @@ def _canonical(value):
 
 def settings_key(config):
     """Short hash of a run's resolved configuration (seed included), display-only keys left out."""
-    settings = {k: _canonical(v) for k, v in config.final_config_dict.items() if k not in _NOT_SETTINGS}
+    settings = {k: _canonical(v) for k, v in config.final_config_dict.items()
+                if k not in _NOT_SETTINGS and not (k in _NEUTRAL_DEFAULTS and v == _NEUTRAL_DEFAULTS[k])}
     settings["data_path"] = os.path.abspath(str(config["data_path"]))
     text = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

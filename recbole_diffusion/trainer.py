@@ -107,7 +107,19 @@ class SafeCheckpointMixin:
 
     def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
         self._epoch_in_progress = epoch_idx
+        self._set_learning_rate(epoch_idx)
         return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+
+    def _set_learning_rate(self, epoch_idx):
+        """Step decay (``lr_step_size``, ``lr_gamma``): epoch ``epoch_idx`` (0-based) trains at each group's
+        initial rate x gamma ** (epoch_idx // step), torch's ``StepLR`` stepped once per epoch. The rate follows
+        from the epoch alone, so a resumed run continues on the same schedule."""
+        step = self.config["lr_step_size"]
+        if not step:
+            return
+        factor = self.config["lr_gamma"] ** (epoch_idx // step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
 
     def _check_nan(self, loss):
         # RecBole raises a bare ValueError on NaN only; an infinite loss went on to corrupt the weights.
@@ -126,7 +138,10 @@ class SafeCheckpointMixin:
         # A model may hand its parameters over in groups with their own learning rates (``optimizer_groups``).
         if "params" not in kwargs and hasattr(self.model, "optimizer_groups"):
             kwargs["params"] = self.model.optimizer_groups()
-        return super()._build_optimizer(**kwargs)
+        optimizer = super()._build_optimizer(**kwargs)
+        for group in optimizer.param_groups:  # saved with the optimizer's state: the schedule's base rates
+            group.setdefault("initial_lr", group["lr"])
+        return optimizer
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:

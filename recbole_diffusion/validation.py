@@ -62,6 +62,14 @@ def check_common_keys(config):
     value = config["weight_decay"]
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
         raise _bad("weight_decay", value, "must be a number >= 0")
+    step = config["lr_step_size"]
+    if step is not None and (not _is_int(step) or step < 1):
+        raise _bad("lr_step_size", step, "must be a whole number of epochs >= 1, or ~ for a constant learning rate")
+    gamma = config["lr_gamma"]
+    if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1):
+        raise _bad("lr_gamma", gamma, "must be a number in (0, 1], e.g. 0.1")
+    if step is not None and gamma is None:
+        raise _bad("lr_gamma", gamma, "must be set with lr_step_size, e.g. 0.1")
     if not _is_int(config["seed"]):
         raise _bad("seed", config["seed"], "must be a whole number, e.g. 2020")
 

@@ -35,6 +35,8 @@ def write_file(root, name, text):
     (["--learning_rate=-0.1"], ["Invalid learning_rate=-0.1", "> 0"]),
     (["--learning_rate=fast"], ["Invalid learning_rate='fast'"]),
     (["--stopping_step=0"], ["Invalid stopping_step=0"]),
+    (["--lr_step_size=0"], ["Invalid lr_step_size=0", "or ~ for a constant learning rate"]),
+    (["--lr_step_size=10", "--lr_gamma=1.5"], ["Invalid lr_gamma=1.5", "(0, 1]"]),
     (["--eval_step=-2"], ["Invalid eval_step=-2"]),
     (["--seed=abc"], ["Invalid seed='abc'"]),
     (["--topk=[0,10]"], ["Invalid topk=[0, 10]"]),

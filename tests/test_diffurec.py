@@ -126,6 +126,41 @@ def test_resume_continues_from_checkpoint(toy_config):
     assert sorted(trainer.train_loss_dict) == [1, 2]
 
 
+def _learning_rates(trainer):
+    """Record the learning rate every epoch trains at (read inside the epoch, after the schedule set it)."""
+    rates = {}
+    train_batch = trainer.model.calculate_loss
+
+    def recording(interaction):
+        rates.setdefault(trainer._epoch_in_progress, trainer.optimizer.param_groups[0]["lr"])
+        return train_batch(interaction)
+
+    trainer.model.calculate_loss = recording
+    return rates
+
+
+def test_step_decay_of_the_learning_rate_survives_a_resume(toy_config):
+    schedule = dict(toy_config, learning_rate=0.01, lr_step_size=2, lr_gamma=0.5, eval_step=1, stopping_step=100)
+    _, (_, train_data, valid_data, _, _, trainer) = _build(schedule, epochs=5)
+    rates = _learning_rates(trainer)
+    trainer.fit(train_data, valid_data, saved=False, show_progress=False)
+    assert [rates[e] for e in range(5)] == [0.01, 0.01, 0.005, 0.005, 0.0025]
+
+    # a run stopped after epoch 3 (index 2) and resumed goes on at the schedule's rate, not the saved one
+    first = run_recbole_diffusion(model="DiffuRec", config_dict=dict(schedule, epochs=3), saved=True)
+    _, (_, train_data, valid_data, _, _, trainer) = _build(schedule, epochs=5)
+    trainer.resume_checkpoint(first["model_file"])
+    rates = _learning_rates(trainer)
+    trainer.fit(train_data, valid_data, saved=False, show_progress=False)
+    assert rates == {3: 0.005, 4: 0.0025}
+
+    # no schedule: the rate stays where it was set
+    _, (_, train_data, valid_data, _, _, trainer) = _build(dict(toy_config, learning_rate=0.01), epochs=3)
+    rates = _learning_rates(trainer)
+    trainer.fit(train_data, valid_data, saved=False, show_progress=False)
+    assert set(rates.values()) == {0.01}
+
+
 def test_encoder_last_row_equals_full_sequence_output():
     """The one-query fast path of the last block equals reading the full output, causal or not."""
     from recbole_diffusion.model.layers import TransformerEncoder
