@@ -1,5 +1,5 @@
 """The table of DiffuRec's gap variants on full Beauty (benchmarks/diffurec_gap_beauty.sh) beside the leaderboard's
-DiffuRec run with our defaults: validation NDCG@10 at equal epochs, best validation, test metrics.
+DiffuRec run with our defaults (and SASRec's, for the variants that apply to both): validation NDCG@10 at equal epochs, best validation, test metrics.
 
     python benchmarks/diffurec_gap_report.py      # writes benchmarks/results/diffurec_gap_beauty.md
 
@@ -17,25 +17,33 @@ from common import HERE, write_result
 from recbole_diffusion.trainer import load_checkpoint
 
 RESULTS = os.path.join(HERE, "results")
-CHECKPOINTS = (1, 2, 3, 4, 5, 10, 15, 20, 30, 40)
-VARIANTS = {
-    "defaults (leaderboard)": ("leaderboard_beauty", "our defaults: items N(0, 0.02^2), padding keys masked"),
-    "init1": ("diffurec_gap_beauty/init1", "embedding_init_std: 1.0 (the official N(0, 1) items; unit noise)"),
-    "official_mask": ("diffurec_gap_beauty/official_mask", "attention_mask: official (padding keys visible)"),
-    "official": ("diffurec_gap_beauty/official", "both"),
-}
+CHECKPOINTS = (1, 2, 3, 4, 5, 10, 11, 12, 15, 20, 30, 40)
+LR_STEP = "lr_step_size: 10, lr_gamma: 0.1 (the official StepLR x0.1, every 10 epochs instead of 100)"
+# (row name, model, folder, what differs from the leaderboard's run)
+VARIANTS = [
+    ("defaults (leaderboard)", "DiffuRec", "leaderboard_beauty",
+     "our defaults: items N(0, 0.02^2), padding keys masked, constant learning rate"),
+    ("init1", "DiffuRec", "diffurec_gap_beauty/init1",
+     "embedding_init_std: 1.0 (the official N(0, 1) items; unit noise)"),
+    ("official_mask", "DiffuRec", "diffurec_gap_beauty/official_mask",
+     "attention_mask: official (padding keys visible)"),
+    ("official", "DiffuRec", "diffurec_gap_beauty/official", "both"),
+    ("lr_step10", "DiffuRec", "diffurec_gap_beauty/lr_step10", LR_STEP),
+    ("SASRec (leaderboard)", "SASRec", "leaderboard_beauty", "RecBole's SASRec, constant learning rate"),
+    ("SASRec lr_step10", "SASRec", "diffurec_gap_beauty/lr_step10", LR_STEP),
+]
 
 
-def diffurec_run(folder, seed=2020):
-    """(curve, record or None, status) of DiffuRec seed ``seed`` in ``folder``, or None if it has not started."""
+def find_run(model, folder, seed=2020):
+    """(curve, record or None, status) of ``model`` seed ``seed`` in ``folder``, or None if it has not started."""
     path = os.path.join(RESULTS, folder, "runs.jsonl")
     if os.path.isfile(path):
         with open(path) as f:
             for line in f:
                 record = json.loads(line)
-                if record["model"] == "DiffuRec" and record["seed"] == seed:
+                if record["model"] == model and record["seed"] == seed:
                     return record["valid_curve"], record, "finished"
-    for progress in glob.glob(os.path.join(RESULTS, folder, "progress", f"DiffuRec-seed{seed}-*.pth")):
+    for progress in glob.glob(os.path.join(RESULTS, folder, "progress", f"{model}-seed{seed}-*.pth")):
         curve = load_checkpoint(progress).get("curve") or []
         if curve:
             return curve, None, "in progress"
@@ -43,23 +51,23 @@ def diffurec_run(folder, seed=2020):
 
 
 def main():
-    header = ["variant", "what", "status", "epochs"] + [f"valid @{e}" for e in CHECKPOINTS] + [
+    header = ["variant", "model", "what", "status", "epochs"] + [f"valid @{e}" for e in CHECKPOINTS] + [
         "best valid (epoch)", "test NDCG@10", "test Hit@10", "median epoch s"]
-    lines = ["DiffuRec, seed 2020, full Beauty, the leaderboard's shared settings (hidden 128, 4 blocks, patience 10 "
+    lines = ["DiffuRec (and SASRec beside it), seed 2020, full Beauty, the leaderboard's shared settings (hidden 128, 4 blocks, patience 10 "
              "on validation NDCG@10, one thread). *valid @e*: validation NDCG@10 after epoch e. Test metrics at the "
              "best-validation epoch, only for finished runs. Paper (TOIS Table 2): test NDCG@10 0.0475, HR@10 "
-             "0.0791.", "", "| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * (len(header) - 3)]
-    for name, (folder, what) in VARIANTS.items():
-        found = diffurec_run(folder)
+             "0.0791.", "", "| " + " | ".join(header) + " |", "|" + "---|" * 4 + "---:|" * (len(header) - 4)]
+    for name, model, folder, what in VARIANTS:
+        found = find_run(model, folder)
         if found is None:
-            lines.append(f"| {name} | {what} | not run | " + " | ".join("-" for _ in header[3:]) + " |")
+            lines.append(f"| {name} | {model} | {what} | not run | " + " | ".join("-" for _ in header[4:]) + " |")
             continue
         curve, record, status = found
         score = {p[0]: p[1] for p in curve}
-        best = max(curve, key=lambda p: p[1])
+        best = max(reversed(curve), key=lambda p: p[1])  # a tie: the later epoch, as RecBole's early stopping
         totals = [p[2] + p[3] for p in curve]
         pace = statistics.median(b - a for a, b in zip([0.0] + totals[:-1], totals))
-        cells = [name, what, status, str(curve[-1][0])] + [
+        cells = [name, model, what, status, str(curve[-1][0])] + [
             f"{score[e]:.4f}" if e in score else "-" for e in CHECKPOINTS] + [
             f"{best[1]:.4f} ({best[0]})",
             f"{record['test']['ndcg@10']:.4f}" if record else "-",

@@ -794,7 +794,8 @@ def runs_in_progress(output_dir):
         curve = state.get("curve") or []
         if not curve:
             continue
-        best = max(curve, key=lambda point: point[1])  # the first epoch with the highest score
+        # the last epoch with the highest score: RecBole's early stopping keeps a tie as the new best
+        best = max(reversed(curve), key=lambda point: point[1])
         rows.append(f"| {model} | {seed[len('seed'):]} | {curve[-1][0]} | {best[1]:.4f} (epoch {best[0]}) | "
                     f"{_duration(curve[-1][2] + curve[-1][3])} |")
     if not rows:
