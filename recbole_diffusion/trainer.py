@@ -119,6 +119,7 @@ class SafeCheckpointMixin:
             return
         factor = self.config["lr_gamma"] ** (epoch_idx // step)
         for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])  # a checkpoint written before schedules: never decayed
             group["lr"] = group["initial_lr"] * factor
 
     def _check_nan(self, loss):
