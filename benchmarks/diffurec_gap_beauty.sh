@@ -10,6 +10,8 @@
 #   benchmarks/diffurec_gap_beauty.sh lr_step10      # the official StepLR x0.1, every 10 epochs here (official:
 #                                                    # 100, with validation every 20 epochs and patience 5)
 #   MODELS=DiffuRec,SASRec benchmarks/diffurec_gap_beauty.sh lr_step10   # the same schedule for SASRec (fairness)
+#   MODELS=DiffuRec,SASRec benchmarks/diffurec_gap_beauty.sh plateau1    # x0.1 once, where each model's validation
+#                                                    # stalls for 10 epochs; then 10 more epochs of patience
 #
 # Hours per variant on a CPU (official_mask pads every batch to 50 items: several times slower per epoch).
 # Resumable like every --compare: rerun the same command. Writes benchmarks/results/diffurec_gap_beauty/<variant>/.
@@ -22,7 +24,8 @@ case "$VARIANT" in
     official_mask) overrides=(--attention_mask=official) ;;
     official) overrides=(--embedding_init_std=1.0 --attention_mask=official) ;;
     lr_step10) overrides=(--lr_step_size=10 --lr_gamma=0.1) ;;
-    *) echo "diffurec_gap_beauty.sh: unknown variant '$VARIANT'; use init1, official_mask, official or lr_step10" >&2
+    plateau1) overrides=(--lr_plateau_decays=1 --lr_gamma=0.1) ;;
+    *) echo "diffurec_gap_beauty.sh: unknown variant '$VARIANT'; use init1, official_mask, official, lr_step10 or plateau1" >&2
        exit 2 ;;
 esac
 shift

@@ -19,6 +19,7 @@ from recbole_diffusion.trainer import load_checkpoint
 RESULTS = os.path.join(HERE, "results")
 CHECKPOINTS = (1, 2, 3, 4, 5, 10, 11, 12, 15, 20, 30, 40)
 LR_STEP = "lr_step_size: 10, lr_gamma: 0.1 (the official StepLR x0.1, every 10 epochs instead of 100)"
+PLATEAU = "lr_plateau_decays: 1, lr_gamma: 0.1 (x0.1 once, where the model's validation stalls)"
 # (row name, model, folder, what differs from the leaderboard's run)
 VARIANTS = [
     ("defaults (leaderboard)", "DiffuRec", "leaderboard_beauty",
@@ -29,8 +30,10 @@ VARIANTS = [
      "attention_mask: official (padding keys visible)"),
     ("official", "DiffuRec", "diffurec_gap_beauty/official", "both"),
     ("lr_step10", "DiffuRec", "diffurec_gap_beauty/lr_step10", LR_STEP),
+    ("plateau1", "DiffuRec", "diffurec_gap_beauty/plateau1", PLATEAU),
     ("SASRec (leaderboard)", "SASRec", "leaderboard_beauty", "RecBole's SASRec, constant learning rate"),
     ("SASRec lr_step10", "SASRec", "diffurec_gap_beauty/lr_step10", LR_STEP),
+    ("SASRec plateau1", "SASRec", "diffurec_gap_beauty/plateau1", PLATEAU),
 ]
 
 

@@ -111,7 +111,7 @@ _NOT_SETTINGS = {
 }
 # Options added after runs were recorded: at these values they change nothing, and are left out of a run's
 # identity so that the runs recorded before them stay resumable and counted.
-_NEUTRAL_DEFAULTS = {"lr_step_size": None, "lr_gamma": 0.1}
+_NEUTRAL_DEFAULTS = {"lr_step_size": None, "lr_gamma": 0.1, "lr_plateau_decays": 0}
 # What RecBole's Dataset reads from its config besides ``dataset_arguments`` (grep of dataset.py 1.2.1).
 _DATASET_KEYS = tuple(dataset_arguments) + (
     "dataset", "data_path", "encoding", "numerical_features", "discretization", "eval_args",

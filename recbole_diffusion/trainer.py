@@ -135,6 +135,31 @@ class SafeCheckpointMixin:
                 + (f"The best model so far is kept in {kept}." if kept else "No checkpoint had been written yet.")
             )
 
+    def _valid_epoch(self, valid_data, show_progress=False):
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self._decay_on_plateau(valid_score)
+        return valid_score, valid_result
+
+    def _decay_on_plateau(self, valid_score):
+        """Decay on plateau (``lr_plateau_decays``, ``lr_gamma``): where RecBole's early stopping would stop
+        (``stopping_step`` validations without a new best, and this one none either), multiply every group's rate
+        by gamma and give early stopping its patience afresh, up to ``lr_plateau_decays`` times; then it stops.
+        Each model decays at its own plateau. The count is kept in the optimizer's state (resumable)."""
+        allowed = self.config["lr_plateau_decays"]
+        if not allowed:
+            return
+        best = self.best_valid_score
+        improved = valid_score >= best if self.valid_metric_bigger else valid_score <= best  # RecBole's rule
+        groups = self.optimizer.param_groups
+        if improved or self.cur_step < self.stopping_step or groups[0].get("plateau_decays", 0) >= allowed:
+            return
+        for group in groups:
+            group["lr"] *= self.config["lr_gamma"]
+            group["plateau_decays"] = group.get("plateau_decays", 0) + 1
+        self.cur_step = -1  # RecBole's early stopping counts this validation next: 0 of stopping_step
+        self.logger.info(f"validation stalled for {self.stopping_step} evaluations: learning rate x "
+                         f"{self.config['lr_gamma']} (decay {groups[0]['plateau_decays']} of {allowed})")
+
     def _build_optimizer(self, **kwargs):
         # A model may hand its parameters over in groups with their own learning rates (``optimizer_groups``).
         if "params" not in kwargs and hasattr(self.model, "optimizer_groups"):

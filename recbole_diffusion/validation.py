@@ -68,8 +68,14 @@ def check_common_keys(config):
     gamma = config["lr_gamma"]
     if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1):
         raise _bad("lr_gamma", gamma, "must be a number in (0, 1], e.g. 0.1")
-    if step is not None and gamma is None:
-        raise _bad("lr_gamma", gamma, "must be set with lr_step_size, e.g. 0.1")
+    decays = config["lr_plateau_decays"]
+    if decays is not None and (not _is_int(decays) or decays < 0):
+        raise _bad("lr_plateau_decays", decays, "must be a whole number >= 0 (0 = no decay on plateau)")
+    if (step is not None or decays) and gamma is None:
+        raise _bad("lr_gamma", gamma, "must be set with lr_step_size or lr_plateau_decays, e.g. 0.1")
+    if step is not None and decays:
+        raise _bad("lr_plateau_decays", decays, "cannot be combined with lr_step_size (two schedules of one rate)",
+                   "Set one of them: --lr_plateau_decays=0 or --lr_step_size=~.")
     if not _is_int(config["seed"]):
         raise _bad("seed", config["seed"], "must be a whole number, e.g. 2020")
 

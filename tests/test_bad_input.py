@@ -37,6 +37,8 @@ def write_file(root, name, text):
     (["--stopping_step=0"], ["Invalid stopping_step=0"]),
     (["--lr_step_size=0"], ["Invalid lr_step_size=0", "or ~ for a constant learning rate"]),
     (["--lr_step_size=10", "--lr_gamma=1.5"], ["Invalid lr_gamma=1.5", "(0, 1]"]),
+    (["--lr_plateau_decays=-1"], ["Invalid lr_plateau_decays=-1", "whole number >= 0"]),
+    (["--lr_step_size=10", "--lr_plateau_decays=1"], ["cannot be combined with lr_step_size", "--lr_step_size=~"]),
     (["--eval_step=-2"], ["Invalid eval_step=-2"]),
     (["--seed=abc"], ["Invalid seed='abc'"]),
     (["--topk=[0,10]"], ["Invalid topk=[0, 10]"]),

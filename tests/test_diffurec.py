@@ -161,6 +161,28 @@ def test_step_decay_of_the_learning_rate_survives_a_resume(toy_config):
     assert set(rates.values()) == {0.01}
 
 
+def test_decay_on_plateau_then_early_stopping(toy_config, monkeypatch):
+    """Scripted validation scores 0.5, 0.4, 0.4, ... with patience 1: RecBole stops after epoch 3; one plateau
+    decay instead multiplies the rate by gamma there and gives the patience afresh, so it stops after epoch 5."""
+    from recbole.trainer import Trainer
+
+    def scripted(trainer, valid_data, show_progress=False):
+        return (0.5 if trainer._epoch_in_progress == 0 else 0.4), {"ndcg@10": 0.0}
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", scripted)
+    settings = dict(toy_config, learning_rate=0.01, eval_step=1, stopping_step=1, lr_gamma=0.5)
+    _, (_, train_data, valid_data, _, _, trainer) = _build(settings, epochs=20)
+    rates = _learning_rates(trainer)
+    trainer.fit(train_data, valid_data, saved=False, show_progress=False)
+    assert rates == {0: 0.01, 1: 0.01, 2: 0.01}  # no decay: RecBole's early stopping alone
+
+    _, (_, train_data, valid_data, _, _, trainer) = _build(dict(settings, lr_plateau_decays=1), epochs=20)
+    rates = _learning_rates(trainer)
+    trainer.fit(train_data, valid_data, saved=False, show_progress=False)
+    assert rates == {0: 0.01, 1: 0.01, 2: 0.01, 3: 0.005, 4: 0.005}
+    assert trainer.optimizer.param_groups[0]["plateau_decays"] == 1  # saved with the optimizer: resumable
+
+
 def test_encoder_last_row_equals_full_sequence_output():
     """The one-query fast path of the last block equals reading the full output, causal or not."""
     from recbole_diffusion.model.layers import TransformerEncoder
