@@ -1,4 +1,4 @@
-"""Safe checkpoints for RecBole's trainers.
+"""Safe checkpoints for RecBole's trainers, and learning-rate schedules RecBole lacks (step decay, decay on plateau).
 
 RecBole pickles its whole ``Config`` (classes, enums, devices) into each checkpoint and loads it with
 ``torch.load`` and no ``weights_only``: under torch >= 2.6 that load fails, and a blanket
