@@ -25,7 +25,8 @@ case "$VARIANT" in
     official) overrides=(--embedding_init_std=1.0 --attention_mask=official) ;;
     lr_step10) overrides=(--lr_step_size=10 --lr_gamma=0.1) ;;
     plateau1) overrides=(--lr_plateau_decays=1 --lr_gamma=0.1) ;;
-    *) echo "diffurec_gap_beauty.sh: unknown variant '$VARIANT'; use init1, official_mask, official, lr_step10 or plateau1" >&2
+    *) echo "diffurec_gap_beauty.sh: unknown variant '$VARIANT';" \
+            "use init1, official_mask, official, lr_step10 or plateau1" >&2
        exit 2 ;;
 esac
 shift

@@ -1,5 +1,6 @@
 """The table of DiffuRec's gap variants on full Beauty (benchmarks/diffurec_gap_beauty.sh) beside the leaderboard's
-DiffuRec run with our defaults (and SASRec's, for the variants that apply to both): validation NDCG@10 at equal epochs, best validation, test metrics.
+DiffuRec run with our defaults (and SASRec's, for the variants that apply to both): validation NDCG@10 at equal
+epochs, best validation, test metrics.
 
     python benchmarks/diffurec_gap_report.py      # writes benchmarks/results/diffurec_gap_beauty.md
 
@@ -56,13 +57,14 @@ def find_run(model, folder, seed=2020):
 def main():
     header = ["variant", "model", "what", "status", "epochs"] + [f"valid @{e}" for e in CHECKPOINTS] + [
         "best valid (epoch)", "test NDCG@10", "test Hit@10", "median epoch s"]
-    lines = ["DiffuRec (and SASRec beside it), seed 2020, full Beauty, the leaderboard's shared settings (hidden 128, 4 blocks, patience 10 "
-             "on validation NDCG@10, one thread). *valid @e*: validation NDCG@10 after epoch e. Test metrics at the "
-             "best-validation epoch, only for finished runs. Paper (TOIS Table 2): test NDCG@10 0.0475, HR@10 "
+    lines = ["DiffuRec (and SASRec beside it), seed 2020, full Beauty, the leaderboard's shared settings (hidden 128, "
+             "4 blocks, patience 10 on validation NDCG@10, one thread). *valid @e*: validation NDCG@10 after "
+             "epoch e. Test metrics at the best-validation epoch, only for finished runs. Paper (TOIS Table 2): test NDCG@10 0.0475, HR@10 "
              "0.0791. The leaderboard's DiffuRec run drew the dropout of its first epochs with torch's sampler, "
              "before our shared dropout (commit 9850938); the variants draw with ours, so their values differ by "
              "sampling noise even before a variant's change takes effect (lr_step10: epochs 1-10; SASRec, which "
-             "uses torch's dropout throughout, repeats its leaderboard run exactly until then).", "", "| " + " | ".join(header) + " |", "|" + "---|" * 4 + "---:|" * (len(header) - 4)]
+             "uses torch's dropout throughout, repeats its leaderboard run exactly until then).", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * 4 + "---:|" * (len(header) - 4)]
     for name, model, folder, what in VARIANTS:
         found = find_run(model, folder)
         if found is None:

@@ -14,7 +14,7 @@ import zipfile
 
 import numpy as np
 import torch
-from recbole.utils import get_local_time, set_color
+from recbole.utils import early_stopping, get_local_time, set_color
 
 from recbole_diffusion.utils import CheckpointError, TrainingDivergedError
 
@@ -146,12 +146,13 @@ class SafeCheckpointMixin:
         by gamma and give early stopping its patience afresh, up to ``lr_plateau_decays`` times; then it stops.
         Each model decays at its own plateau. The count is kept in the optimizer's state (resumable)."""
         allowed = self.config["lr_plateau_decays"]
-        if not allowed:
-            return
-        best = self.best_valid_score
-        improved = valid_score >= best if self.valid_metric_bigger else valid_score <= best  # RecBole's rule
         groups = self.optimizer.param_groups
-        if improved or self.cur_step < self.stopping_step or groups[0].get("plateau_decays", 0) >= allowed:
+        if not allowed or groups[0].get("plateau_decays", 0) >= allowed:
+            return
+        # RecBole's own rule, asked ahead of fit's call: would this validation stop the run?
+        stop = early_stopping(valid_score, self.best_valid_score, self.cur_step, max_step=self.stopping_step,
+                              bigger=self.valid_metric_bigger)[2]
+        if not stop:
             return
         for group in groups:
             group["lr"] *= self.config["lr_gamma"]
