@@ -31,8 +31,8 @@ import re
 import yaml
 
 from recbole_diffusion import search
-from recbole_diffusion.tune_report import report_sweep
-from recbole_diffusion.tune_trial import _train_trial, _trial_dirname
+from recbole_diffusion.tune_report import report_sweep, saved_trials
+from recbole_diffusion.tune_trial import _train_trial, _trial_dirname, mend_lost_checkpoints
 from recbole_diffusion.utils import RecBoleDiffusionError, did_you_mean
 
 # name -> its arguments in the yaml, e.g. ``learning_rate: {loguniform: [1e-4, 1e-2]}``
@@ -332,6 +332,7 @@ def run_sweep(model, dataset, space_file, config_file_list=None, config_dict=Non
                 "cpus_per_trial": resources["cpu"], "gpus_per_trial": resources["gpu"]}
         trainable = tune.with_resources(tune.with_parameters(_train_trial, spec=spec), resources)
         if resume:
+            mend_lost_checkpoints(saved_trials(output_dir))
             tuner = tune.Tuner.restore(output_dir, trainable, resume_unfinished=True, restart_errored=retry_failed)
         else:
             searcher = search.make_search_alg(search_alg, num_samples, config["seed"], max_concurrent_trials)

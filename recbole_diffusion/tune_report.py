@@ -143,9 +143,8 @@ def _plot_curves(curves, path, model, dataset, metric):
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
-def _saved_statuses(output_dir):
-    """Trial id -> (status, failures) in the sweep's saved state. After an interruption (Ctrl-C) the trials that were
-    running are TERMINATED in the ResultGrid but PENDING on disk, which is what ``--resume`` continues."""
+def saved_trials(output_dir):
+    """The trials (Ray ``Trial`` objects) in the sweep's saved state at ``output_dir``."""
     import logging
 
     from ray.tune import ExperimentAnalysis
@@ -154,9 +153,15 @@ def _saved_statuses(output_dir):
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # it warns about every trial that failed before its first report
     try:
-        return {trial.trial_id: (trial.status, trial.num_failures) for trial in ExperimentAnalysis(output_dir).trials}
+        return ExperimentAnalysis(output_dir).trials
     finally:
         quiet.setLevel(level)
+
+
+def _saved_statuses(output_dir):
+    """Trial id -> (status, failures) in the sweep's saved state. After an interruption (Ctrl-C) the trials that were
+    running are TERMINATED in the ResultGrid but PENDING on disk, which is what ``--resume`` continues."""
+    return {trial.trial_id: (trial.status, trial.num_failures) for trial in saved_trials(output_dir)}
 
 
 def report_sweep(grid, space, model, dataset, metric, mode, metric_names, output_dir):

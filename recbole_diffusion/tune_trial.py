@@ -6,6 +6,7 @@ and the ``gpu_ids`` Ray gave it."""
 
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -48,6 +49,34 @@ def _resume_from(checkpoint, trainer, state):
         if not os.path.isfile(trainer.saved_model_file):  # resumed on another node
             shutil.copy2(os.path.join(folder, "best.pth"), trainer.saved_model_file)
     vars(state).update(vars(saved))
+
+
+def mend_lost_checkpoints(trials, say=print):
+    """Before ``--resume``: give back each unfinished trial the checkpoint that the sweep's saved state names and
+    that is gone from its folder, as a copy of the trial's newest checkpoint there. Returns the paths it wrote.
+
+    Ray deletes a trial's older checkpoint as soon as it registers a newer one (``num_to_keep=1``) and saves the
+    sweep's state a moment later: a driver killed in between leaves a state that names a deleted checkpoint, and
+    current Ray fails that trial on restore ("does not exist on storage anymore"). The newest checkpoint is the
+    trial's own later epoch, so the trial goes on from there; nothing is lost and no epoch is trained twice. Ray
+    before 2.7 (the pinned 2.6.3), whose trials' checkpoints carry no ``path``, falls back to the newest checkpoint
+    itself (``TUNE_FALLBACK_TO_LATEST_CHECKPOINT``)."""
+    mended = []
+    for trial in trials:
+        if trial.status not in ("PENDING", "RUNNING", "PAUSED"):  # what --resume continues
+            continue
+        path = getattr(getattr(trial, "checkpoint", None), "path", None)
+        folder = os.path.dirname(path) if isinstance(path, str) else None
+        if not folder or os.path.exists(path) or not os.path.isdir(folder):
+            continue
+        newest = sorted(name for name in os.listdir(folder) if re.fullmatch(r"checkpoint_\d+", name))
+        if not newest:
+            continue
+        shutil.copytree(os.path.join(folder, newest[-1]), path)
+        say(f"trial {trial.trial_id}: its saved state names {os.path.basename(path)}, which Ray had deleted before "
+            f"the driver stopped; it goes on from its newest checkpoint, {newest[-1]}.")
+        mended.append(path)
+    return mended
 
 
 def _epoch_checkpoint(trainer, epoch, state, staging):

@@ -37,8 +37,31 @@ class ClusterStartError(RuntimeError):
     """Ray could not start a node here (the tests that need a cluster are skipped with this reason)."""
 
 
+def kill_tree(root_pid):
+    """SIGKILL, at once, the process group that ``root_pid`` leads and every descendant of ``root_pid`` (any that
+    left the group): a node's ``ray start --block`` (started with ``start_new_session``) with its raylet and its
+    workers, the way a machine goes down. Returns the descendants (psutil processes) it found."""
+    import psutil
+
+    try:
+        procs = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        procs = []
+    try:
+        os.killpg(root_pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return procs
+
+
 class LocalCluster:
-    """``start()`` the head, ``add_node()`` workers, ``kill_raylet(node)`` for fault injection, ``stop()`` all.
+    """``start()`` the head, ``add_node()`` workers, ``kill_tree(node["popen"].pid)`` for fault injection,
+    ``stop()`` all.
     A node is a dict: ``name``, ``ip``, ``popen`` (its ``ray start --block``), ``log``."""
 
     def __init__(self, head_cpus=1):
@@ -91,40 +114,12 @@ class LocalCluster:
     def is_running(node):
         return node["popen"].poll() is None
 
-    @staticmethod
-    def _processes(node):
-        import psutil
-
-        try:
-            return psutil.Process(node["popen"].pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-
-    def raylet_pid(self, node):
-        (raylet,) = [p for p in self._processes(node) if p.name() == "raylet"]
-        return raylet.pid
-
-    def kill_raylet(self, node):
-        """Fault injection: SIGKILL the node's raylet. Its workers, and the trials in them, die with it, and its
-        ``ray start --block`` ends the node's other processes."""
-        os.kill(self.raylet_pid(node), signal.SIGKILL)
-
     def stop(self):
         """End every process this cluster started, by pid and process group; remove its address file and folder."""
         import psutil
 
         for node in reversed(self.nodes):
-            procs = self._processes(node)
-            try:
-                os.killpg(node["popen"].pid, signal.SIGKILL)  # start_new_session: the group is the node's
-            except ProcessLookupError:
-                pass
-            for proc in procs:  # any that left the group
-                try:
-                    proc.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            psutil.wait_procs(procs, timeout=10)
+            psutil.wait_procs(kill_tree(node["popen"].pid), timeout=10)
             node["popen"].wait(timeout=10)
         # a process of ours re-parented out of the tree still names our temp dir on its command line
         for proc in psutil.process_iter(["pid", "cmdline"]):

@@ -4,6 +4,7 @@ one shared Ray session of 2 CPUs), a failing trial, an interrupted sweep resumed
 import csv
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,6 +181,37 @@ def test_interrupted_sweep_resumes_from_its_last_checkpoint(toy_config, ray_sess
     with open(progress) as f:
         starts = [int(r["epoch"]) for r in csv.DictReader(f) if r["iterations_since_restore"] == "1"]
     assert len(starts) == 2 and starts[0] == 0 and 1 <= starts[1] <= done_before
+
+
+def test_resume_goes_on_when_the_saved_state_names_a_deleted_checkpoint(capsys, toy_config, ray_session, workdir):
+    """A driver killed after Ray registered a trial's newer checkpoint (deleting the older one) and before it saved
+    the sweep's state: the state names the deleted checkpoint. Made here by deleting the named checkpoint, or moving
+    it to the next index when it is the newest. --resume goes on from the newest checkpoint instead of failing the
+    trial."""
+    from recbole_diffusion.tune_report import saved_trials
+
+    space = write_space(workdir, "learning_rate: {choice: [0.005]}\n")
+    out_dir = str(workdir / "sweep")
+    config_dict = dict(toy_config, epochs=5, stopping_step=10, sampler="ddim", sampling_steps=2)
+    kwargs = dict(config_dict=config_dict, num_samples=1, output_dir=out_dir)
+    first = run_sweep("DiffuRec", "toy", space, callbacks=[InterruptAtEpoch(1, out_dir)], **kwargs)
+    assert first["unfinished"] == 1
+    (trial,) = saved_trials(out_dir)
+    named = trial.checkpoint.path
+    newest = sorted(glob.glob(os.path.join(os.path.dirname(named), "checkpoint_*")))[-1]
+    if newest == named:  # the interrupted trial's next checkpoint, which the driver had not registered, may be there
+        os.rename(named, f"{named[:-6]}{int(named[-6:]) + 1:06d}")
+    else:
+        shutil.rmtree(named)
+    capsys.readouterr()
+    second = run_sweep("DiffuRec", "toy", space, resume=True, **kwargs)
+    (row,) = second["rows"]
+    assert row["status"] == "completed" and row["epochs"] == 5 and row["failures"] == 0
+    assert f"its saved state names {os.path.basename(named)}, which Ray had deleted" in capsys.readouterr().out
+    (progress,) = glob.glob(os.path.join(out_dir, "trial_*", "progress.csv"))
+    with open(progress) as f:
+        starts = [int(r["epoch"]) for r in csv.DictReader(f) if r["iterations_since_restore"] == "1"]
+    assert len(starts) == 2 and starts[0] == 0 and starts[1] >= 1
 
 
 def test_optuna_search_with_asha_resumes_with_its_searcher(toy_config, ray_session, workdir):
