@@ -31,15 +31,13 @@ def main():
                 f"--data_path={os.path.join(ROOT, '..', 'shared', 'datasets')}", f"--output_dir={folder}",
                 "--keep_checkpoints=True", "--popularity_floor=False"] + overrides
 
-    from recbole_diffusion.compare import settings_key
-    from recbole_diffusion.config import Config
+    from recbole_diffusion.compare import progress_path, run_config, settings_key
     from recbole_diffusion.quick_start import build
     from recbole_diffusion.trainer import load_checkpoint
 
-    config = Config(model=model_name, dataset="beauty", config_file_list=files)
-    config["reproducibility"], config["seed"] = True, 2020
-    config["checkpoint_dir"] = os.path.join(folder, "checkpoints")
-    path = os.path.join(folder, "progress", f"{model_name}-seed2020-{settings_key(config)}.pth")
+    config = run_config(model_name, "beauty", files, output_dir=folder, keep_checkpoints=True)
+    config["seed"] = 2020
+    path = progress_path(folder, model_name, 2020, settings_key(config))
     if not os.path.isfile(path):
         sys.exit(f"No run in progress with these settings: {path} does not exist. Pass the overrides the run "
                  f"was started with.")

@@ -842,6 +842,24 @@ _COLUMN_NOTE = (
 # ----------------------------------------------------------------------------------------------------------
 # The comparison
 # ----------------------------------------------------------------------------------------------------------
+def run_config(model, dataset, files, config_dict=None, budget_epochs=None, output_dir=".", keep_checkpoints=False):
+    """The Config of one model's runs in a comparison (its seed is set per run): the configuration files and
+    overrides, reproducibility on, the equal budget where one is given (not for the popularity floor, which learns
+    nothing: one pass), and the kept best models in ``output_dir/checkpoints``."""
+    config = Config(model=model, dataset=dataset, config_file_list=files or None, config_dict=config_dict)
+    config["reproducibility"] = True
+    if budget_epochs is not None and not is_floor(model):
+        config["epochs"] = budget_epochs
+    if keep_checkpoints:
+        config["checkpoint_dir"] = os.path.join(output_dir, "checkpoints")
+    return config
+
+
+def progress_path(output_dir, model, seed, key):
+    """Where a comparison keeps the state of the run of ``model`` with ``seed`` and settings ``key`` until it ends."""
+    return os.path.join(output_dir, "progress", f"{model}-seed{seed}-{key}.pth")
+
+
 def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=None, config_dict=None,
             budget_epochs=None, output_dir=None, keep_checkpoints=False, popularity_floor=True, say=_say,
             model_seeds=None, report_only=False):
@@ -893,12 +911,7 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
     configs = {}
     for model in models:
         files = config_file_list + ([model_config_files[model]] if model in model_config_files else [])
-        config = Config(model=model, dataset=dataset, config_file_list=files or None, config_dict=config_dict)
-        config["reproducibility"] = True
-        if budget_epochs is not None and not is_floor(model):  # the floor learns nothing: one pass
-            config["epochs"] = budget_epochs
-        if keep_checkpoints:
-            config["checkpoint_dir"] = os.path.join(output_dir, "checkpoints")
+        config = run_config(model, dataset, files, config_dict, budget_epochs, output_dir, keep_checkpoints)
         if isinstance(config["epochs"], bool) or not isinstance(config["epochs"], int) or config["epochs"] < 1:
             raise RecBoleDiffusionError(f"epochs={config['epochs']!r} for {model}: a comparison trains at least 1.")
         preflight(config, say)
@@ -1009,7 +1022,7 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
     trained, held, elsewhere = 0, [], []
     for number, (model, seed, key) in enumerate(plan, 1):
         label = f"[{number}/{len(plan)}] {model} seed {seed}"
-        progress_file = os.path.join(output_dir, "progress", f"{model}-seed{seed}-{key}.pth")
+        progress_file = progress_path(output_dir, model, seed, key)
         os.makedirs(os.path.dirname(progress_file), exist_ok=True)
         claim_file = progress_file[:-len(".pth")] + ".claim"
         elsewhere += read_back()
