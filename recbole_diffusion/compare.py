@@ -109,9 +109,9 @@ _NOT_SETTINGS = {
     "state", "show_progress", "checkpoint_dir", "log_wandb", "wandb_project",
     "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",
 }
-# Options added after runs were recorded: at these values they change nothing, and are left out of a run's
-# identity so that the runs recorded before them stay resumable and counted.
-_NEUTRAL_DEFAULTS = {"lr_step_size": None, "lr_gamma": 0.1, "lr_plateau_decays": 0}
+# The learning-rate schedule's keys (overall.yaml), added after runs were recorded: with no schedule on they change
+# nothing, and are left out of a run's identity, so that the runs recorded before them stay resumable and counted.
+_SCHEDULE_KEYS = ("lr_step_size", "lr_gamma", "lr_plateau_decays")
 # What RecBole's Dataset reads from its config besides ``dataset_arguments`` (grep of dataset.py 1.2.1).
 _DATASET_KEYS = tuple(dataset_arguments) + (
     "dataset", "data_path", "encoding", "numerical_features", "discretization", "eval_args",
@@ -293,8 +293,10 @@ def _canonical(value):
 
 def settings_key(config):
     """Short hash of a run's resolved configuration (seed included), display-only keys left out."""
-    settings = {k: _canonical(v) for k, v in config.final_config_dict.items()
-                if k not in _NOT_SETTINGS and not (k in _NEUTRAL_DEFAULTS and v == _NEUTRAL_DEFAULTS[k])}
+    values = config.final_config_dict
+    schedule_off = values.get("lr_step_size") is None and not values.get("lr_plateau_decays")
+    settings = {k: _canonical(v) for k, v in values.items()
+                if k not in _NOT_SETTINGS and not (schedule_off and k in _SCHEDULE_KEYS)}
     settings["data_path"] = os.path.abspath(str(config["data_path"]))
     text = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -329,6 +329,21 @@ def test_seeds_per_model(workdir, toy_config, counted):
     assert "3 of 4 runs finished (partial table" in (workdir / "out" / "comparison.md").read_text()
 
 
+def test_a_runs_identity_leaves_the_schedule_out_when_no_schedule_is_on(toy_config):
+    """Runs recorded before the learning-rate schedule existed keep their identity: with no schedule on, its keys
+    (lr_gamma included) change nothing and are not part of the settings key; with one on, each of them counts."""
+    from recbole_diffusion.config import Config
+
+    def key(**overrides):
+        return compare_module.settings_key(Config(model="DiffuRec", config_dict=dict(toy_config, **overrides)))
+
+    plain, stepped = key(), key(lr_step_size=10)
+    assert key(lr_gamma=0.5) == plain and key(learning_rate=0.01) != plain
+    assert stepped != plain and key(lr_step_size=10, lr_gamma=0.5) != stepped
+    assert key(lr_plateau_decays=1) not in (plain, stepped)
+    assert key(lr_plateau_decays=1, lr_gamma=0.5) != key(lr_plateau_decays=1)
+
+
 _HOLD_A_CLAIM = """
 import sys, time
 from recbole_diffusion import compare
