@@ -631,11 +631,20 @@ def paired_test(rows, runs):
     return out
 
 
+class _ThreeFigures:
+    """A number format (``.format`` like a format string's): 3 significant figures with their trailing zeros
+    (2.00, 0.418, 1.60), whole numbers from 100 on (169, 1234)."""
+
+    @staticmethod
+    def format(value):
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:#.3g}".rstrip(".")
+
+
 # column key -> (header, which mean is best, number format); metric columns: higher is best, 4 decimals.
 _OTHER_COLUMNS = {
-    "sec_per_epoch": ("train s/epoch", min, "{:.3g}"),
+    "sec_per_epoch": ("train s/epoch", min, _ThreeFigures),
     "epochs_trained": ("epochs", None, "{:.1f}"),
-    "infer_ms_per_user": ("infer ms/user", min, "{:.3g}"),
+    "infer_ms_per_user": ("infer ms/user", min, _ThreeFigures),
     "params": ("params", min, "{:,.0f}"),
 }
 

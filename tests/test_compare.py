@@ -89,6 +89,9 @@ def test_two_models_two_seeds_table_equals_runs_and_resumes(workdir, toy_config,
             statistics.median(r["epoch_seconds"]) for r in mine)  # each run's median epoch: robust to load
         assert float(table[model]["infer_ms_per_user_mean"]) == statistics.mean(r["infer_ms_per_user"] for r in mine)
         assert float(table[model]["params_mean"]) == mine[0]["params"] == mine[1]["params"]
+        # times to 3 significant figures, trailing zeros kept (2.00, not 2)
+        shown = md_cells["infer ms/user"].strip("*").split(" ± ")[0]
+        assert len(shown.replace(".", "").lstrip("0")) == 3 or float(shown) >= 100
     # the best mean of each metric column is bold, and only that one
     for metric in METRICS:
         means = {m: float(table[m][f"{metric}_mean"]) for m in table}
