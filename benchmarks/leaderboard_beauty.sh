@@ -17,9 +17,9 @@
 # last validated epoch (output_dir/progress/), by whichever worker claims it next. A machine is not kept between
 # sessions and progress/ is ignored by git: a session that stops with runs in progress commits their state,
 #   git add -f benchmarks/results/leaderboard_beauty/progress/*.pth      # about 30 MB a run
-# and removes the files of runs that have finished since (the compare deletes them; `git add -A` records it). Each finished run's best model
-# is kept in output_dir/checkpoints/ (not committed), to evaluate it again later (e.g. with another sampler). Writes benchmarks/results/leaderboard_beauty/comparison.{md,csv,png}
-# and runs.jsonl. MODELS, SEEDS, OUTPUT_DIR and PYTHON can be set from the environment; per-model seed counts
+# and removes the files of runs that have finished since (the compare deletes them; `git add -A` records it).
+# Each finished run's best model is kept in output_dir/checkpoints/ (not committed), to evaluate it again later
+# (e.g. with another sampler). Writes benchmarks/results/leaderboard_beauty/comparison.{md,csv,png} and runs.jsonl. MODELS, SEEDS, OUTPUT_DIR and PYTHON can be set from the environment; per-model seed counts
 # in SEEDS for models not in MODELS are dropped.
 set -euo pipefail
 

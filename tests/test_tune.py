@@ -161,6 +161,12 @@ class InterruptAtEpoch(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+def start_epochs(progress_csv):
+    """The epochs a trial (re)started at: its first report and the first report after each restore."""
+    with open(progress_csv) as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f) if r["iterations_since_restore"] == "1"]
+
+
 def test_interrupted_sweep_resumes_from_its_last_checkpoint(toy_config, ray_session, workdir):
     space = write_space(workdir, "learning_rate: {choice: [0.005]}\n")
     out_dir = str(workdir / "sweep")
@@ -178,8 +184,7 @@ def test_interrupted_sweep_resumes_from_its_last_checkpoint(toy_config, ray_sess
     assert second["unfinished"] == 0 and row["status"] == "completed" and row["epochs"] == 5
     # the trial went on from its last Ray checkpoint (an epoch it had finished), not from epoch 0
     (progress,) = glob.glob(os.path.join(out_dir, "trial_*", "progress.csv"))
-    with open(progress) as f:
-        starts = [int(r["epoch"]) for r in csv.DictReader(f) if r["iterations_since_restore"] == "1"]
+    starts = start_epochs(progress)
     assert len(starts) == 2 and starts[0] == 0 and 1 <= starts[1] <= done_before
 
 
@@ -211,8 +216,7 @@ def test_resume_goes_on_when_the_saved_state_names_a_deleted_checkpoint(capsys, 
     mended = f"its saved state names {os.path.basename(named)}, which Ray had deleted"
     assert (mended in capsys.readouterr().out) == current_ray
     (progress,) = glob.glob(os.path.join(out_dir, "trial_*", "progress.csv"))
-    with open(progress) as f:
-        starts = [int(r["epoch"]) for r in csv.DictReader(f) if r["iterations_since_restore"] == "1"]
+    starts = start_epochs(progress)
     assert len(starts) == 2 and starts[0] == 0 and starts[1] >= 1
 
 
@@ -233,8 +237,7 @@ def test_optuna_search_with_asha_resumes_with_its_searcher(toy_config, ray_sessi
     assert all(row["status"] in ("completed", "stopped early") for row in rows)
     assert all(1e-3 <= row["learning_rate"] <= 1e-2 and row["hidden_dropout_prob"] in (0.1, 0.3) for row in rows)
     for path in glob.glob(os.path.join(out_dir, "trial_*", "progress.csv")):
-        with open(path) as f:
-            starts = [int(r["epoch"]) for r in csv.DictReader(f) if r["iterations_since_restore"] == "1"]
+        starts = start_epochs(path)
         assert starts[0] == 0 and all(start >= 1 for start in starts[1:])  # a resumed trial went on, not again
 
 
