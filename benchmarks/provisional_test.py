@@ -43,7 +43,7 @@ def main():
                  f"was started with.")
     progress = load_checkpoint(path)
     _, _, _, test_data, model, trainer = build(config)
-    model.load_state_dict(progress["best"]["state"])
+    model.load_state_dict(progress["best"]["state"] or progress["state_dict"])  # None: saved at its best epoch
     model.load_other_parameter(progress["best"]["other"])
     start = time.perf_counter()
     result = trainer.evaluate(test_data, load_best_model=False)

@@ -46,7 +46,8 @@ Design choices, and why:
   curve and timings, and every random generator it draws from: torch's, numpy's, Python's and the training
   loader's shuffle) is written atomically to ``output_dir/progress/``, and deleted once the run is in
   ``runs.jsonl``. A resumed run trains the same epochs on the same batches as an uninterrupted one and reaches
-  the same result (``tests/test_compare.py``); its timings are those of the epochs each process ran.
+  the same result on the same machine (``tests/test_compare.py``); its timings are those of the epochs each
+  process ran, and ``cpus`` lists every machine that trained it (another CPU's kernels may round differently).
 * **Several workers, one comparison.** The same command started several times (processes on one machine, or
   machines sharing the folder) splits the runs between them: a worker claims a run by creating
   ``output_dir/progress/<run>.claim`` and holding an exclusive lock on it (``flock``), so exactly one worker
@@ -56,7 +57,9 @@ Design choices, and why:
   whole table.
 * **Time to quality.** Each run keeps its validation curve (epoch, validation score, cumulative training and
   validation seconds). The report gives, per model, the epochs and wall time to its best validation score and
-  to the best validation score of the strongest baseline (SASRec when present).
+  to the best validation score of the strongest baseline (SASRec when present) of the same seed (their mean
+  over seeds for a seed the baseline did not run): with the mean over seeds, a baseline's own slower seed would
+  never reach its target.
 * **Settings of each model.** RecBole's layers, lowest first: its defaults and ours, the model's own yaml,
   ``config_file_list`` (``--config_files``), the model's file from ``model_config_files`` (``--model_config``,
   e.g. the best yaml of a Ray Tune sweep), ``config_dict``, the command line. Overrides given on the command
@@ -405,6 +408,25 @@ def release_run(path):
     f.close()
 
 
+def cpu_description():
+    """This machine's processor and the instruction set torch's CPU kernels dispatch to (e.g. ``AMD EPYC, torch
+    kernels AVX512``). Float results of the same run can differ in their last digits between kernels, so a run
+    that spans sessions records each machine that trained it."""
+    name = "unknown processor"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, torch kernels {torch.backends.cpu.get_cpu_capability()}"
+
+
+def _best_to_save(best, epoch_idx):
+    """The best-validation weights as a run's saved state keeps them: none when this epoch is the best, whose
+    weights the state holds already (a quarter of the file: weights, Adam's two moments, best weights)."""
+    return dict(best, state=None) if best.get("epoch") == epoch_idx else best
+
+
 def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, progress_file=None, key=None):
     """Train ``config['model']`` with RecBole's ``fit`` and test its best-validation epoch.
 
@@ -423,7 +445,7 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
     """
     init_seed(config["seed"], config["reproducibility"])
     _, train_data, valid_data, test_data, model, trainer = build(config, dataset=dataset)
-    best, curve, valid_seconds = {}, [], []
+    best, curve, valid_seconds, cpus = {}, [], [], []
     save_best = trainer._save_checkpoint
 
     def keep_best(epoch, verbose=True, **kwargs):
@@ -446,11 +468,17 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
         trainer.best_valid_result = progress["best_valid_result"]
         if progress["best"]:
             best.update(progress["best"])
+            if best["state"] is None:  # saved at its best epoch: the best weights are the state's own
+                best["state"] = {k: v.detach().clone() for k, v in progress["state_dict"].items()}
         curve.extend(progress["curve"])
         epoch_seconds.extend(progress["epoch_seconds"])
         valid_seconds.extend(progress["valid_seconds"])
+        cpus.extend(progress.get("cpus", ["unknown (a state saved before machines were recorded)"]))
         _set_rng_states(progress["rng"], train_data)
         say(f"{label}: resumed after epoch {trainer.start_epoch} from {progress_file}")
+
+    if cpu_description() not in cpus:
+        cpus.append(cpu_description())
 
     def on_epoch(epoch_idx, seconds, loss):
         loss = sum(loss) if isinstance(loss, tuple) else loss
@@ -470,8 +498,9 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
                 "epoch": epoch_idx, "cur_step": trainer.cur_step, "best_valid_score": float(trainer.best_valid_score),
                 "best_valid_result": {k: float(v) for k, v in (trainer.best_valid_result or {}).items()},
                 "state_dict": model.state_dict(), "other_parameter": model.other_parameter(),
-                "optimizer": trainer.optimizer.state_dict(), "best": best, "curve": curve,
+                "optimizer": trainer.optimizer.state_dict(), "best": _best_to_save(best, epoch_idx), "curve": curve,
                 "epoch_seconds": epoch_seconds, "valid_seconds": valid_seconds, "rng": _rng_states(train_data),
+                "cpus": cpus,
             }, progress_file)
 
     stopped = progress is not None and (  # RecBole's two ends of fit: early stopping, or the last epoch
@@ -508,6 +537,7 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
         "threads": torch.get_num_threads(),
         "device": str(config["device"]) + (
             f" ({torch.cuda.get_device_name(config['device'])})" if config["device"].type == "cuda" else ""),
+        "cpus": cpus,  # every machine that trained the run: a resumed run may span several
     }
     if progress is not None:
         record["resumed_after_epoch"] = progress["epoch"] + 1
@@ -748,7 +778,8 @@ def _duration(seconds):
 
 def time_to_quality(runs, models):
     """Markdown lines: per model, epochs and wall time (training + validation) to its best validation score and
-    to the reference's (SASRec's, else the strongest baseline's) mean best validation score. Empty without curves."""
+    to the reference's (SASRec's, else the strongest baseline's) best validation score of the same seed (their mean
+    over seeds for a seed the reference did not run). Empty without curves."""
     curved = [r for r in runs if r.get("valid_curve") and r["kind"] != "floor"]
     if not curved:
         return []
@@ -756,14 +787,17 @@ def time_to_quality(runs, models):
     baselines = {}
     for r in curved:
         if r["kind"] == "baseline":
-            baselines.setdefault(r["model"], []).append(r["best_valid_score"])
+            baselines.setdefault(r["model"], {})[r["seed"]] = r["best_valid_score"]
     reference = "SASRec" if "SASRec" in baselines else max(
-        baselines, key=lambda m: statistics.mean(baselines[m]), default=None)
-    target = statistics.mean(baselines[reference]) if reference else None
+        baselines, key=lambda m: statistics.mean(baselines[m].values()), default=None)
+    targets = baselines.get(reference, {})
+    fallback = statistics.mean(targets.values()) if targets else None
+    per_seed = ", ".join(f"{targets[seed]:.4f} (seed {seed})" for seed in sorted(targets))
     lines = ["", f"**Time to quality** (wall time of training plus validation after each epoch, "
                  f"{curved[0].get('threads', '?')} thread(s), mean over seeds; in brackets, epochs x the run's "
                  f"median epoch, which discounts epochs slowed by other jobs on the machine)"
-             + (f"; the target is {reference}'s mean best validation {metric}, {target:.4f}." if reference else "."),
+             + (f"; each run's target is {reference}'s best validation {metric} of the same seed: {per_seed} "
+                f"(their mean, {fallback:.4f}, for a seed {reference} did not run)." if reference else "."),
              "", f"| model | median epoch (train + valid) | epochs to its best | time to its best | "
                  f"epochs to {reference or 'target'} | time to {reference or 'target'} |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -780,10 +814,11 @@ def time_to_quality(runs, models):
         cells = [f"{statistics.mean(_epoch_pace(r) for r in mine):.0f} s",
                  f"{statistics.mean(p[0] for _, p in to_best):.1f}" if to_best else "-",
                  times(to_best) if to_best else "-"]
-        if target is None:
+        if fallback is None:
             cells += ["-", "-"]
         else:
-            reached = [(r, next((p for p in r["valid_curve"] if p[1] >= target), None)) for r in mine]
+            reached = [(r, next((p for p in r["valid_curve"] if p[1] >= targets.get(r["seed"], fallback)), None))
+                       for r in mine]
             hits = [(r, p) for r, p in reached if p is not None]
             note = "" if len(hits) == len(mine) else f" ({len(hits)} of {len(mine)} seeds; others never)"
             cells += ([f"{statistics.mean(p[0] for _, p in hits):.1f}{note}", times(hits)] if hits

@@ -260,18 +260,24 @@ def test_a_run_cut_short_continues_from_its_last_epoch_to_the_same_result(workdi
     whole_run = whole["runs"][0]
     assert "resumed_after_epoch" not in whole_run and not list((workdir / "whole" / "progress").iterdir())
 
-    saves = []
+    saves, cut_at_best = [], []
     save = compare_module.save_checkpoint
 
     def save_then_die(state, path):
         save(state, path)
         saves.append(state["epoch"])
+        best = state["best"]  # the best weights are saved apart only when they are not the state's own
+        assert (best["state"] is None) == (best["epoch"] == state["epoch"]), (best["epoch"], state["epoch"])
+        cut_at_best.append(best["epoch"] == state["epoch"])
         if len(saves) == die_after:
             raise KeyboardInterrupt  # the process is killed right after this epoch's state is on disk
 
     monkeypatch.setattr(compare_module, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         compare([model], "toy", seeds=1, config_dict=config, output_dir="cut", popularity_floor=False)
+    # each toy run improves at every epoch: the cut comes at a best epoch, whose weights are the state's own (the
+    # resume below rebuilds the best weights from them; the other case is the best weights saved apart, as before)
+    assert cut_at_best[-1]
     assert not (workdir / "cut" / "runs.jsonl").exists() or not _lines(workdir / "cut" / "runs.jsonl")
     assert len(list((workdir / "cut" / "progress").iterdir())) == 1
     monkeypatch.setattr(compare_module, "save_checkpoint", save)
@@ -286,6 +292,7 @@ def test_a_run_cut_short_continues_from_its_last_epoch_to_the_same_result(workdi
     saved = load_checkpoint(run["model_file"])  # the best epoch's weights, even when it came before the cut
     assert saved["epoch"] + 1 == run["best_epoch"] == whole_run["best_epoch"]
     assert run["resumed_after_epoch"] == die_after and run["epochs_trained"] == 4 and len(run["epoch_seconds"]) == 4
+    assert run["cpus"] == whole_run["cpus"] == [compare_module.cpu_description()]  # one machine trained both
     assert [point[:2] for point in run["valid_curve"]] == [point[:2] for point in whole_run["valid_curve"]]
     assert run["best_epoch"] == whole_run["best_epoch"] and run["test"] == whole_run["test"]
     assert not list((workdir / "cut" / "progress").iterdir())  # deleted once the run is in runs.jsonl
@@ -297,20 +304,24 @@ def test_time_to_quality_reads_each_runs_validation_curve():
         return {"model": model, "kind": kind, "seed": seed, "valid_metric": "ndcg@10", "threads": 1,
                 "best_valid_score": max(p[1] for p in curve), "best_epoch": best_epoch, "valid_curve": curve}
 
-    runs = [run("SASRec", "baseline", 1, [[1, 0.01, 10, 1], [2, 0.03, 20, 2], [3, 0.02, 30, 3]], 2),
-            run("SASRec", "baseline", 2, [[1, 0.05, 10, 1]], 1),  # target: mean best = 0.04
+    runs = [run("SASRec", "baseline", 1, [[1, 0.01, 10, 1], [2, 0.03, 20, 2], [3, 0.02, 30, 3]], 2),  # 0.03
+            run("SASRec", "baseline", 2, [[1, 0.05, 10, 1]], 1),  # target 0.05; seeds SASRec lacks: mean 0.04
             run("DiffuRec", "diffusion", 1, [[1, 0.02, 5, 5], [2, 0.04, 10, 10], [3, 0.06, 15, 15]], 3),
             run("DiffuRec", "diffusion", 2, [[1, 0.01, 5, 5], [2, 0.02, 10, 10]], 2),
             run("DreamRec", "diffusion", 1, [[1, 0.001, 1, 1]], 1),
             # epoch 2 slowed by another job (100 s instead of 10): measured 120 s, at its median pace 3 x 10 s
-            run("DiQDiff", "diffusion", 1, [[1, 0.01, 10, 0], [2, 0.02, 110, 0], [3, 0.05, 120, 0]], 3)]
+            run("DiQDiff", "diffusion", 1, [[1, 0.01, 10, 0], [2, 0.02, 110, 0], [3, 0.05, 120, 0]], 3),
+            run("DiQDiff", "diffusion", 3, [[1, 0.03, 10, 0], [2, 0.045, 20, 0]], 2)]  # seed 3: target 0.04
     table = "\n".join(compare_module.time_to_quality(runs, ["SASRec", "DiffuRec", "DreamRec", "DiQDiff"]))
-    assert "SASRec's mean best validation ndcg@10, 0.0400" in table
-    assert "| SASRec | 11 s | 1.5 | 16 s (16 s) | 1.0 (1 of 2 seeds; others never) | 11 s (11 s) |" in table
-    # DiffuRec: best at epochs 3 and 2 (30 s and 20 s); reaches 0.04 at epoch 2 in seed 1 only (20 s)
+    assert "SASRec's best validation ndcg@10 of the same seed: 0.0300 (seed 1), 0.0500 (seed 2)" in table
+    assert "(their mean, 0.0400, for a seed SASRec did not run)" in table
+    # SASRec reaches its own best in every seed: epoch 2 (22 s) and epoch 1 (11 s)
+    assert "| SASRec | 11 s | 1.5 | 16 s (16 s) | 1.5 | 16 s (16 s) |" in table
+    # DiffuRec: best at epochs 3 and 2 (30 s and 20 s); reaches 0.03 at epoch 2 in seed 1 (20 s); never 0.05 in seed 2
     assert "| DiffuRec | 10 s | 2.5 | 25 s (25 s) | 2.0 (1 of 2 seeds; others never) | 20 s (20 s) |" in table
     assert "| DreamRec | 2 s | 1.0 | 2 s (2 s) | never | - |" in table
-    assert "| DiQDiff | 10 s | 3.0 | 2.0 min (30 s) | 3.0 | 2.0 min (30 s) |" in table
+    # DiQDiff: 0.03 at epoch 3 in seed 1 (120 s; 30 s at pace), 0.04 at epoch 2 in seed 3 (20 s): means 2.5, 70 s
+    assert "| DiQDiff | 10 s | 2.5 | 70 s (25 s) | 2.5 | 70 s (25 s) |" in table
 
 
 def test_seeds_per_model(workdir, toy_config, counted):
