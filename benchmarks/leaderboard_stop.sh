@@ -33,7 +33,7 @@ git ls-files -z -- "$OUT/progress" | xargs -0 -r git update-index --no-skip-work
 git add -A "$OUT"
 states=("$OUT"/progress/*.pth)
 [[ -e "${states[0]}" ]] && git add -f "${states[@]}"
-git commit -q -m "Leaderboard: finished runs and the state of the runs in progress at the stop ($(date -u +%FT%H:%MZ))" \
-    || echo "nothing to commit"
+message="Leaderboard: finished runs and the state of the runs in progress at the stop ($(date -u +%FT%H:%MZ))"
+git commit -q -m "$message" || echo "nothing to commit"
 git show --stat --format="%h %s" HEAD
 "$ROOT/benchmarks/submission_size.sh" "$base"

@@ -477,8 +477,9 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
         _set_rng_states(progress["rng"], train_data)
         say(f"{label}: resumed after epoch {trainer.start_epoch} from {progress_file}")
 
-    if cpu_description() not in cpus:
-        cpus.append(cpu_description())
+    here = cpu_description()
+    if here not in cpus:
+        cpus.append(here)
 
     def on_epoch(epoch_idx, seconds, loss):
         loss = sum(loss) if isinstance(loss, tuple) else loss
