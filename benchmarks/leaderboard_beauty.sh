@@ -9,8 +9,9 @@
 #   benchmarks/leaderboard_beauty.sh            # hours per run on a CPU: rerun the same command to continue
 #
 # On a 2-core machine, two workers (one thread each) share the runs and the folder: start the same command twice.
-# Each run is claimed by one worker (output_dir/progress/*.claim); each worker takes the next unclaimed run, in
-# seed-major order (every model's first seed, then the second ...), and reads back what the other finished:
+# Each run is claimed by one worker (output_dir/progress/*.claim); each worker takes the next unclaimed run (the
+# paired test's first: every seed of SASRec, DiffuRec and DiQDiff, in seed-major order; then the other models' seeds)
+# and reads back what the other finished:
 #   benchmarks/leaderboard_beauty.sh & benchmarks/leaderboard_beauty.sh &
 #   benchmarks/leaderboard_beauty.sh --report_only=True        # the whole table of what has finished
 #
@@ -28,7 +29,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CONFIGS="$ROOT/benchmarks/configs/leaderboard_beauty"
+MODELS_SET="${MODELS:-}"
 MODELS="${MODELS:-SASRec,DiffuRec,DiQDiff,BERT4Rec,DreamRec,SeqDiffRec,DimeRec}"
+FIRST="${FIRST-SASRec,DiffuRec,DiQDiff}"
 SEEDS="${SEEDS:-2,DiffuRec:3,DiQDiff:3,SASRec:3}"
 
 per_model=""
@@ -49,6 +52,13 @@ done
 # each new version of them (every version counts in full in a submission; leaderboard_stop.sh commits them once).
 out="${OUTPUT_DIR:-$ROOT/benchmarks/results/leaderboard_beauty}"
 (cd "$ROOT" && git ls-files -z -- "$out/progress" 2> /dev/null | xargs -0 -r git update-index --skip-worktree) || true
+
+# The paired test's runs first: every seed of the models in FIRST (default: those with 3 seeds), then the rest in
+# seed-major order. Without this pass a worker would start the second seeds of the other models before the third
+# seeds of these, and leave a third seed's saved state waiting behind them. Skipped when MODELS is set.
+if [[ -z "${MODELS_SET:-}" && -n "$FIRST" && " $* " != *" --report_only=True "* ]]; then
+    MODELS="$FIRST" SEEDS="$SEEDS" OUTPUT_DIR="$out" "$0" "$@"
+fi
 
 # compare_beauty.sh runs --compare on Beauty; this script adds the leaderboard's configs, seeds and folder.
 MODELS="$MODELS" SEEDS="$seeds" OUTPUT_DIR="$out" \
