@@ -1091,6 +1091,7 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
             trained += 1
         finally:
             release_run(claim_file)
+        elsewhere += read_back()  # what other workers finished meanwhile belongs in this table too
         report(plot=False)
 
     elsewhere += read_back()

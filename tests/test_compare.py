@@ -393,6 +393,28 @@ def test_a_claim_is_held_by_one_worker_and_a_dead_workers_claim_is_taken_over(tm
     compare_module.release_run(path)
 
 
+def test_the_table_after_each_run_has_the_runs_other_workers_finished_meanwhile(workdir, toy_config, counted,
+                                                                               monkeypatch):
+    config = dict(toy_config, epochs=1)
+    compare(["GRU4Rec"], "toy", seeds=1, config_dict=config, output_dir="elsewhere", popularity_floor=False)
+    gru4rec_line = open(workdir / "elsewhere" / "runs.jsonl").readline()
+    train, tables = compare_module.train_and_test, []
+
+    def train_and_read_the_table(config, *args, **kwargs):
+        if config["model"] == "SeqPop":  # another worker finishes GRU4Rec while this one trains the floor
+            with open(workdir / "out" / "runs.jsonl", "a") as f:
+                f.write(gru4rec_line)
+        else:
+            tables.append((workdir / "out" / "comparison.md").read_text())
+        return train(config, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "train_and_test", train_and_read_the_table)
+    result = compare(["SASRec", "GRU4Rec"], "toy", seeds=1, config_dict=config, output_dir="out")
+    assert result["trained"] == 2 and result["elsewhere"] == 1
+    (table,) = tables  # the table written after SeqPop, read while SASRec trains
+    assert "| SeqPop |" in table and "| GRU4Rec |" in table and "| SASRec |" not in table
+
+
 def test_two_workers_share_one_comparison(workdir, toy_config, counted, monkeypatch, capsys):
     """A run another live worker has claimed is skipped; runs other workers finish meanwhile are read back, not
     trained again; once the other worker is gone, its claim is taken over and the run trained here."""
