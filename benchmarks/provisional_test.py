@@ -31,7 +31,7 @@ def main():
                 f"--data_path={os.path.join(ROOT, '..', 'shared', 'datasets')}", f"--output_dir={folder}",
                 "--keep_checkpoints=True", "--popularity_floor=False"] + overrides
 
-    from recbole_diffusion.compare import progress_path, run_config, settings_key
+    from recbole_diffusion.compare import progress_path, run_config, saved_best_weights, settings_key
     from recbole_diffusion.quick_start import build
     from recbole_diffusion.trainer import load_checkpoint
 
@@ -43,7 +43,7 @@ def main():
                  f"was started with.")
     progress = load_checkpoint(path)
     _, _, _, test_data, model, trainer = build(config)
-    model.load_state_dict(progress["best"]["state"] or progress["state_dict"])  # None: saved at its best epoch
+    model.load_state_dict(saved_best_weights(progress))
     model.load_other_parameter(progress["best"]["other"])
     start = time.perf_counter()
     result = trainer.evaluate(test_data, load_best_model=False)

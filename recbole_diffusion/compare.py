@@ -427,6 +427,13 @@ def _best_to_save(best, epoch_idx):
     return dict(best, state=None) if best.get("epoch") == epoch_idx else best
 
 
+def saved_best_weights(progress):
+    """The best-validation weights of a saved state (``_best_to_save``'s inverse): the state's own weights when it
+    was saved at its best epoch."""
+    best = progress["best"]["state"]
+    return progress["state_dict"] if best is None else best
+
+
 def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, progress_file=None, key=None):
     """Train ``config['model']`` with RecBole's ``fit`` and test its best-validation epoch.
 
@@ -468,8 +475,7 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
         trainer.best_valid_result = progress["best_valid_result"]
         if progress["best"]:
             best.update(progress["best"])
-            if best["state"] is None:  # saved at its best epoch: the best weights are the state's own
-                best["state"] = {k: v.detach().clone() for k, v in progress["state_dict"].items()}
+            best["state"] = {k: v.detach().clone() for k, v in saved_best_weights(progress).items()}
         curve.extend(progress["curve"])
         epoch_seconds.extend(progress["epoch_seconds"])
         valid_seconds.extend(progress["valid_seconds"])
