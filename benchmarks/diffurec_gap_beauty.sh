@@ -12,6 +12,12 @@
 #   MODELS=DiffuRec,SASRec benchmarks/diffurec_gap_beauty.sh lr_step10   # the same schedule for SASRec (fairness)
 #   MODELS=DiffuRec,SASRec benchmarks/diffurec_gap_beauty.sh plateau1    # x0.1 once, where each model's validation
 #                                                    # stalls for 10 epochs; then 10 more epochs of patience
+#   MODELS=SASRec,DiffuRec,DiQDiff benchmarks/diffurec_gap_beauty.sh plateau1 --seed=2022   # another seed
+#
+# plateau1 trains exactly as the leaderboard's run of the same model and seed up to that run's stop, at its plateau:
+# where the leaderboard kept that run's last state (benchmarks/results/leaderboard_beauty/checkpoints/*.last.pth,
+# from runs finished since 2026-12-06; not committed), plateau1 starts from it (--fork_from) and trains only the
+# epochs after the decay; otherwise from its first epoch.
 #
 # Hours per variant on a CPU (official_mask pads every batch to 50 items: several times slower per epoch).
 # Resumable like every --compare: rerun the same command. Writes benchmarks/results/diffurec_gap_beauty/<variant>/.
@@ -24,7 +30,9 @@ case "$VARIANT" in
     official_mask) overrides=(--attention_mask=official) ;;
     official) overrides=(--embedding_init_std=1.0 --attention_mask=official) ;;
     lr_step10) overrides=(--lr_step_size=10 --lr_gamma=0.1) ;;
-    plateau1) overrides=(--lr_plateau_decays=1 --lr_gamma=0.1) ;;
+    plateau1) forks="$ROOT/benchmarks/results/leaderboard_beauty/checkpoints"
+              mkdir -p "$forks"
+              overrides=(--lr_plateau_decays=1 --lr_gamma=0.1 --fork_from="$forks") ;;
     *) echo "diffurec_gap_beauty.sh: unknown variant '$VARIANT';" \
             "use init1, official_mask, official, lr_step10 or plateau1" >&2
        exit 2 ;;

@@ -17,6 +17,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Train and evaluate a recommender (recbole_diffusion's or RecBole's) with RecBole's pipeline.",
         epilog="Any --key=value is a config override, e.g. --epochs=5 --hidden_size=64 --data_path=../shared/datasets",
+        allow_abbrev=False,  # else RecBole's --seed=2022 would be read as our --seeds=2022 (a prefix of it)
     )
     parser.add_argument("--model", "-m", type=str, default="DiffuRec", help="model name, e.g. DiffuRec, SASRec")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
@@ -43,6 +44,10 @@ def parse_args(argv=None):
                         help="with --compare: False leaves out the popularity row (SeqPop/Pop) added by default")
     parser.add_argument("--keep_checkpoints", type=str, default="False",
                         help="with --compare: True keeps each run's best model under <output_dir>/checkpoints")
+    parser.add_argument("--fork_from", type=str, default=None,
+                        help="with --compare and --lr_plateau_decays: the checkpoints folder of the same comparison "
+                             "without decay (run with --keep_checkpoints=True); each run starts where that one "
+                             "stopped at its plateau")
     # Sweep flags (recbole_diffusion/tune.py): numbers read as text and checked there, one error line each.
     parser.add_argument("--tune", type=str, default=None,
                         help="search-space yaml, e.g. properties/hyper/DiffuRec.yaml: run a Ray Tune sweep")
@@ -94,6 +99,7 @@ def run_comparison(args, config_files):
         keep_checkpoints=compare.parse_bool("keep_checkpoints", args.keep_checkpoints),
         popularity_floor=compare.parse_bool("popularity_floor", args.popularity_floor),
         report_only=compare.parse_bool("report_only", args.report_only),
+        fork_from=args.fork_from,
     )
     with open(result["files"]["comparison.md"], encoding="utf-8") as f:
         print("\n" + f.read())

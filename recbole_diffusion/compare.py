@@ -108,7 +108,7 @@ from recbole_diffusion.validation import unknown_command_line_keys, unknown_key_
 # The first group are the comparison's own command-line flags, which RecBole's Config also reads from argv.
 _NOT_SETTINGS = {
     "compare", "seeds", "budget_epochs", "model_config", "output_dir", "keep_checkpoints", "config_files",
-    "popularity_floor", "report_only",
+    "popularity_floor", "report_only", "fork_from",
     "state", "show_progress", "checkpoint_dir", "log_wandb", "wandb_project",
     "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",
 }
@@ -294,9 +294,10 @@ def _canonical(value):
     return str(value)
 
 
-def settings_key(config):
-    """Short hash of a run's resolved configuration (seed included), display-only keys left out."""
-    values = config.final_config_dict
+def settings_key(config, **changes):
+    """Short hash of a run's resolved configuration (seed included), display-only keys left out; ``changes``
+    replace values first (the identity of a variant of this run, e.g. ``lr_plateau_decays=0``)."""
+    values = dict(config.final_config_dict, **changes)
     schedule_off = values.get("lr_step_size") is None and not values.get("lr_plateau_decays")
     settings = {k: _canonical(v) for k, v in values.items()
                 if k not in _NOT_SETTINGS and not (schedule_off and k in _SCHEDULE_KEYS)}
@@ -353,6 +354,47 @@ def _load_progress(progress_file, key, say):
         say(f"{progress_file} holds a run with other settings: starting this run from its first epoch.")
         return None
     return progress
+
+
+def last_state_path(checkpoint_dir, model, seed, key):
+    """Where a finished run's state after its last validation is kept (``keep_checkpoints``): the run can be
+    continued from it, e.g. past its plateau at a decayed rate (:func:`fork_at_plateau`)."""
+    return os.path.join(checkpoint_dir, f"{model}-seed{seed}-{key}.last.pth")
+
+
+def fork_at_plateau(config, key, fork_from, progress_file, say=_say):
+    """Start a run with decay on plateau (``lr_plateau_decays`` >= 1) from where the same run without it stopped.
+
+    A run with ``lr_plateau_decays`` trains exactly as the run without it (same batches, same random draws) up to
+    the validation at which that run's early stopping stopped it; there it multiplies the rate by ``lr_gamma`` and
+    gets its patience afresh instead (the trainer's ``_decay_on_plateau``). So the stopped
+    run's last state (``<fork_from>/<model>-seed<seed>-<its key>.last.pth``, kept by a comparison run with
+    ``keep_checkpoints``), with that decay applied, is this run's state after that validation: written to
+    ``progress_file``, the run continues from it like any resumed run, hours of identical epochs saved.
+
+    Returns:
+        bool: whether the state was forked; False (and one line said) when there is nothing to fork from.
+    """
+    if not config["lr_plateau_decays"] or os.path.isfile(progress_file):
+        return False
+    parent = last_state_path(fork_from, config["model"], config["seed"], settings_key(config, lr_plateau_decays=0))
+    if not os.path.isfile(parent):
+        say(f"no state to fork from ({parent} does not exist): this run starts from its first epoch.")
+        return False
+    state = load_checkpoint(parent)
+    if not state["cur_step"] > config["stopping_step"]:  # RecBole's stop rule: it ended at its last epoch instead
+        say(f"{parent} ended at its epoch limit, not at a plateau: this run starts from its first epoch.")
+        return False
+    for group in state["optimizer"]["param_groups"]:
+        group["lr"] *= config["lr_gamma"]
+        group["plateau_decays"] = group.get("plateau_decays", 0) + 1
+    state["cur_step"] = 0  # the decayed run's early-stopping count after that validation: patience afresh
+    state["settings"] = key
+    state["forked_from"] = {"file": os.path.abspath(parent), "after_epoch": state["epoch"] + 1}
+    save_checkpoint(state, progress_file)
+    say(f"forked from {parent}: the same run without decay on plateau, which stopped at its plateau after epoch "
+        f"{state['epoch'] + 1}; continues there at the rate x {config['lr_gamma']}")
+    return True
 
 
 _CLAIMS = {}  # claim path -> the open file whose lock this process holds
@@ -548,6 +590,8 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
     }
     if progress is not None:
         record["resumed_after_epoch"] = progress["epoch"] + 1
+        if "forked_from" in progress:
+            record["forked_from"] = progress["forked_from"]
     if keep_checkpoints:
         record["model_file"] = trainer.saved_model_file
     return record
@@ -915,7 +959,7 @@ def progress_path(output_dir, model, seed, key):
 
 def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=None, config_dict=None,
             budget_epochs=None, output_dir=None, keep_checkpoints=False, popularity_floor=True, say=_say,
-            model_seeds=None, report_only=False):
+            model_seeds=None, report_only=False, fork_from=None):
     """Train and test every model with every seed on one prepared dataset; write the report files.
 
     Args:
@@ -930,10 +974,14 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         config_dict (dict): overrides for every model.
         budget_epochs (int): if given, ``epochs`` for every model.
         output_dir (str): where the files go (default ``compare_<dataset>``).
-        keep_checkpoints (bool): also keep each run's best model on disk under ``output_dir/checkpoints``.
+        keep_checkpoints (bool): also keep each run's best model on disk under ``output_dir/checkpoints``, and
+            its state after its last validation (``<model>-seed<seed>-<settings>.last.pth``, to fork from).
         popularity_floor (bool): add the popularity model of the protocol (SeqPop or Pop) as the first row.
         report_only (bool): train nothing; write the report of the runs already in ``runs.jsonl`` (e.g. of
             several processes that trained parts of one comparison into the same ``output_dir``).
+        fork_from (str): the ``checkpoints`` folder of another comparison run with ``keep_checkpoints``: a run
+            with decay on plateau and no state of its own starts from the last state of the same run without it
+            there, where that run stopped at its plateau (:func:`fork_at_plateau`).
         say (callable): receives each progress line.
 
     Returns:
@@ -969,6 +1017,15 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
             raise RecBoleDiffusionError(f"epochs={config['epochs']!r} for {model}: a comparison trains at least 1.")
         preflight(config, say)
         configs[model] = (config, files)
+
+    if fork_from is not None:
+        if not os.path.isdir(fork_from):
+            raise RecBoleDiffusionError(f"--fork_from={fork_from}: no such folder. Give the checkpoints folder of a "
+                                        f"comparison run with --keep_checkpoints=True (its <output_dir>/checkpoints).")
+        if not any(config["lr_plateau_decays"] for config, _ in configs.values()):
+            raise RecBoleDiffusionError("--fork_from continues runs past their plateau: it needs decay on plateau, "
+                                        "e.g. --lr_plateau_decays=1 --lr_gamma=0.1.")
+        fork_from = os.path.abspath(fork_from)
 
     # Command-line options: one that no compared model knows is an error; one that some ignore is reported.
     unknown = {model: set(unknown_command_line_keys(configs[model][0])) for model in models}
@@ -1059,11 +1116,16 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         record = {"model": model, "dataset": dataset, "seed": seed, "settings": key, "kind": kind,
                   "config_files": files}
         dataset_copy = copy.deepcopy(datasets[dataset_keys[model]])  # build() rewrites it: the original stays unbuilt
+        if fork_from:
+            fork_at_plateau(config, key, fork_from, progress_file, lambda line: say(f"{label}: {line}"))
         record.update(train_and_test(config, dataset_copy, label, keep_checkpoints, say, progress_file, key))
         record["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         _append_run(runs_path, record)  # before the claim is released: no other worker can start it again
         if os.path.exists(progress_file):
-            os.remove(progress_file)
+            if keep_checkpoints:  # the last state, to continue the run later (fork_at_plateau)
+                os.replace(progress_file, last_state_path(config["checkpoint_dir"], model, seed, key))
+            else:
+                os.remove(progress_file)
         done[(model, seed)] = record
         metric = record["valid_metric"]
         say(f"{label}: done in {time.perf_counter() - start:.1f} s, {record['epochs_trained']} epochs "

@@ -211,3 +211,12 @@ def test_every_command_line_flag_is_known_to_the_unknown_key_check():
     from recbole_diffusion.validation import CLI_FLAGS
 
     assert set(vars(parse_args([]))) <= CLI_FLAGS
+
+
+def test_recboles_seed_is_not_read_as_a_prefix_of_our_seeds():
+    """argparse takes a prefix of a flag for the flag: --seed=2022 (RecBole's seed) set --seeds to 2022 runs."""
+    from recbole_diffusion.cli import parse_args
+
+    args = parse_args(["--compare=SASRec", "--seed=2022"])
+    assert args.seeds == "3"
+    assert parse_args(["--compare=SASRec", "--seeds=2"]).seeds == "2"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 from test_cli import cli
@@ -236,11 +237,14 @@ def test_budget_and_own_dataset_when_dataset_settings_differ(workdir, toy_config
         (["--compare=DiffuRec,SASRec", "--model_config=SASRec"], "is not Model:path.yaml"),
         (["--compare=SASRec,DiffuRec", "--diffusion_steps=0"], "diffusion_steps=0 for DiffuRec"),
         (["--compare=DiffuRec,SASRec", "--dataset=beauty"], "Dataset 'beauty' not found"),
+        (["--compare=DiffuRec,SASRec", "--fork_from={missing}", "--lr_plateau_decays=1", "--lr_gamma=0.1"],
+         "no such folder. Give the checkpoints folder of a comparison run with --keep_checkpoints=True"),
+        (["--compare=DiffuRec,SASRec", "--fork_from={folder}"], "it needs decay on plateau, e.g. --lr_plateau_decays=1"),
     ],
 )
 def test_bad_input_is_one_line_before_any_training(monkeypatch, capsys, toy_config, counted, tmp_path, args, message):
     (tmp_path / "ok.yaml").write_text("epochs: 1\n")
-    args = [a.format(yaml=tmp_path / "ok.yaml", missing=tmp_path / "missing.yaml") for a in args]
+    args = [a.format(yaml=tmp_path / "ok.yaml", missing=tmp_path / "missing.yaml", folder=tmp_path) for a in args]
     code, _, err = cli(monkeypatch, capsys, toy_config, *args)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
@@ -297,6 +301,69 @@ def test_a_run_cut_short_continues_from_its_last_epoch_to_the_same_result(workdi
     assert run["best_epoch"] == whole_run["best_epoch"] and run["test"] == whole_run["test"]
     assert not list((workdir / "cut" / "progress").iterdir())  # deleted once the run is in runs.jsonl
     assert "Runs in progress" not in (workdir / "cut" / "comparison.md").read_text()
+
+
+def test_a_run_with_decay_on_plateau_forks_from_where_the_same_run_without_it_stopped(workdir, toy_config,
+                                                                                      monkeypatch):
+    """Scripted validation scores 0.5, then 0.4 at every epoch, patience 1: the run without decay stops after
+    epoch 3 and keeps its last state; the same run with one decay on plateau, forked from that state, trains only
+    epochs 4-5 (rate x gamma from epoch 4) and ends exactly where it ends when trained from its first epoch: the
+    same weights, optimizer, rates and test metrics."""
+    from recbole.trainer import Trainer
+
+    def scripted(trainer, valid_data, show_progress=False):
+        score = 0.5 if trainer._epoch_in_progress == 0 else 0.4
+        return score, {"ndcg@10": score}
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", scripted)
+    config = dict(toy_config, **FAST_DIFFUREC, epochs=20, eval_step=1, stopping_step=1, learning_rate=0.01)
+    plain = compare(["DiffuRec"], "toy", seeds=1, config_dict=config, output_dir="plain", popularity_floor=False,
+                    keep_checkpoints=True)["runs"][0]
+    assert plain["epochs_trained"] == 3 and not list((workdir / "plain" / "progress").glob("*.pth"))
+    (parent,) = (workdir / "plain" / "checkpoints").glob("*.last.pth")  # kept, not deleted, with keep_checkpoints
+    assert parent.name == f"DiffuRec-seed2020-{plain['settings']}.last.pth"
+
+    decay = dict(config, lr_plateau_decays=1, lr_gamma=0.5)
+    lines, trained = [], []
+    train_epoch = Trainer._train_epoch
+
+    def counted_epoch(trainer, train_data, epoch_idx, *args, **kwargs):
+        trained.append(epoch_idx + 1)
+        return train_epoch(trainer, train_data, epoch_idx, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_train_epoch", counted_epoch)
+        forked = compare(["DiffuRec"], "toy", seeds=1, config_dict=decay, output_dir="forked", popularity_floor=False,
+                         keep_checkpoints=True, fork_from="plain/checkpoints", say=lines.append)["runs"][0]
+    assert trained == [4, 5]  # epochs 1-3 are the stopped run's
+    assert any("forked from" in line and "after epoch 3" in line for line in lines), lines
+    assert forked["forked_from"] == {"file": str(parent), "after_epoch": 3}
+    scratch = compare(["DiffuRec"], "toy", seeds=1, config_dict=decay, output_dir="scratch", popularity_floor=False,
+                      keep_checkpoints=True)["runs"][0]
+    assert "forked_from" not in scratch and forked["settings"] == scratch["settings"] != plain["settings"]
+    assert forked["epochs_trained"] == scratch["epochs_trained"] == 5
+    assert [p[:2] for p in forked["valid_curve"]] == [p[:2] for p in scratch["valid_curve"]]
+    assert forked["test"] == scratch["test"]
+    (a,), (b,) = [list((workdir / name / "checkpoints").glob("*.last.pth")) for name in ("forked", "scratch")]
+    a, b = load_checkpoint(str(a)), load_checkpoint(str(b))
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    assert [g["lr"] for g in a["optimizer"]["param_groups"]] == [0.005] * len(a["optimizer"]["param_groups"])
+    assert [g["plateau_decays"] for g in a["optimizer"]["param_groups"]] == [1] * len(a["optimizer"]["param_groups"])
+    assert all(torch.equal(x, y) for x, y in zip(a["optimizer"]["state"][0].values(),
+                                                 b["optimizer"]["state"][0].values()))
+
+    # a run that ended at its epoch limit is no plateau: nothing to fork, the run starts from its first epoch
+    short = dict(config, epochs=2)
+    compare(["DiffuRec"], "toy", seeds=1, config_dict=short, output_dir="short", popularity_floor=False,
+            keep_checkpoints=True)
+    lines.clear()
+    run = compare(["DiffuRec"], "toy", seeds=1, config_dict=dict(short, lr_plateau_decays=1, lr_gamma=0.5),
+                  output_dir="short_decay", popularity_floor=False, fork_from="short/checkpoints",
+                  say=lines.append)["runs"][0]
+    assert any("ended at its epoch limit, not at a plateau" in line for line in lines), lines
+    assert "forked_from" not in run and "resumed_after_epoch" not in run
 
 
 def test_time_to_quality_reads_each_runs_validation_curve():
