@@ -54,6 +54,52 @@ def find_run(model, folder, seed=2020):
     return None
 
 
+def plateau_epoch(curve, patience=10):
+    """The epoch after whose validation RecBole's early stopping (more than ``patience`` validations in a row below
+    the best so far) stops a constant-rate run, where ``lr_plateau_decays`` decays instead; None if never."""
+    best, waited = float("-inf"), 0
+    for epoch, score, *_ in curve:
+        if score >= best:  # RecBole: a tie is a new best
+            best, waited = score, 0
+        else:
+            waited += 1
+            if waited > patience:
+                return epoch
+    return None
+
+
+def plateau_table(seed, models=("DiffuRec", "DiQDiff", "SASRec")):
+    """Per model, the leaderboard's run of ``seed`` beside its plateau1 run (the same run continued past its
+    plateau at the rate x 0.1): best validation before the decay and after, test metrics."""
+    header = ["model", "run", "status", "epochs", "decay after epoch", "best valid before (epoch)",
+              "best valid (epoch)", "test NDCG@10", "test Hit@10", "test NDCG@5"]
+    lines = [f"**Decay on plateau, seed {seed}** (`MODELS=SASRec,DiffuRec,DiQDiff benchmarks/diffurec_gap_beauty.sh "
+             f"plateau1 --seed={seed}`). plateau1 repeats the leaderboard's run exactly until its stop, then trains "
+             "at the rate x 0.1 with 10 more validations of patience; where the leaderboard kept that run's last "
+             "state, plateau1 forked from it (`forked`) instead of training those epochs again.", "",
+             "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
+    for model in models:
+        for run, folder in (("leaderboard", "leaderboard_beauty"), ("plateau1", "diffurec_gap_beauty/plateau1")):
+            found = find_run(model, folder, seed)
+            if found is None:
+                lines.append(f"| {model} | {run} | not run | " + " | ".join("-" for _ in header[3:]) + " |")
+                continue
+            curve, record, status = found
+            decay = plateau_epoch(curve)
+            before = [p for p in curve if decay is None or p[0] <= decay]
+            best_before = max(reversed(before), key=lambda p: p[1])
+            best = max(reversed(curve), key=lambda p: p[1])
+            if record and record.get("forked_from"):
+                status += f", forked after epoch {record['forked_from']['after_epoch']}"
+            test = record["test"] if record else {}
+            lines.append("| " + " | ".join([
+                model, run, status, str(curve[-1][0]),
+                str(decay) if run == "plateau1" and decay else "-",
+                f"{best_before[1]:.4f} ({best_before[0]})", f"{best[1]:.4f} ({best[0]})",
+                *(f"{test[m]:.4f}" if m in test else "-" for m in ("ndcg@10", "hit@10", "ndcg@5"))]) + " |")
+    return lines
+
+
 def main():
     header = ["variant", "model", "what", "status", "epochs"] + [f"valid @{e}" for e in CHECKPOINTS] + [
         "best valid (epoch)", "test NDCG@10", "test Hit@10", "median epoch s"]
@@ -81,6 +127,7 @@ def main():
             f"{record['test']['ndcg@10']:.4f}" if record else "-",
             f"{record['test']['hit@10']:.4f}" if record else "-", f"{pace:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + plateau_table(2022)
     write_result("diffurec_gap_beauty", lines)
 
 

@@ -23,7 +23,8 @@
 # that have finished since removed. One command does it all and checks the size:
 #   benchmarks/leaderboard_stop.sh <the commit the session started from>
 # Each finished run's best model is kept in output_dir/checkpoints/ (not committed), to evaluate it again later
-# (e.g. with another sampler). Writes benchmarks/results/leaderboard_beauty/comparison.{md,csv,png} and runs.jsonl. MODELS, SEEDS, OUTPUT_DIR and PYTHON can be set from the environment; per-model seed counts
+# (e.g. with another sampler), and its last state (*.last.pth), to continue it past its plateau
+# (benchmarks/diffurec_gap_beauty.sh plateau1 forks from it). Writes benchmarks/results/leaderboard_beauty/comparison.{md,csv,png} and runs.jsonl. MODELS, SEEDS, OUTPUT_DIR and PYTHON can be set from the environment; per-model seed counts
 # in SEEDS for models not in MODELS are dropped.
 set -euo pipefail
 

@@ -48,6 +48,9 @@ Design choices, and why:
   ``runs.jsonl``. A resumed run trains the same epochs on the same batches as an uninterrupted one and reaches
   the same result on the same machine (``tests/test_compare.py``); its timings are those of the epochs each
   process ran, and ``cpus`` lists every machine that trained it (another CPU's kernels may round differently).
+  With ``keep_checkpoints`` the state after the last validation is kept (``checkpoints/<run>.last.pth``): a run
+  with decay on plateau starts from the state where the same run without it stopped (``fork_from``,
+  :func:`fork_at_plateau`).
 * **Several workers, one comparison.** The same command started several times (processes on one machine, or
   machines sharing the folder) splits the runs between them: a worker claims a run by creating
   ``output_dir/progress/<run>.claim`` and holding an exclusive lock on it (``flock``), so exactly one worker
