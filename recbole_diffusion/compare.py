@@ -510,6 +510,7 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
     last = {}
     epoch_seconds = record_epoch_times(trainer, lambda *args: on_epoch(*args))
     progress = _load_progress(progress_file, key, say)
+    forked = progress is not None and "forked_from" in progress  # kept in every later state: the record says so
     if progress is not None:
         model.load_state_dict(progress["state_dict"])
         model.load_other_parameter(progress["other_parameter"])
@@ -552,7 +553,7 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
                 "state_dict": model.state_dict(), "other_parameter": model.other_parameter(),
                 "optimizer": trainer.optimizer.state_dict(), "best": _best_to_save(best, epoch_idx), "curve": curve,
                 "epoch_seconds": epoch_seconds, "valid_seconds": valid_seconds, "rng": _rng_states(train_data),
-                "cpus": cpus,
+                "cpus": cpus, **({"forked_from": progress["forked_from"]} if forked else {}),
             }, progress_file)
 
     stopped = progress is not None and (  # RecBole's two ends of fit: early stopping, or the last epoch
@@ -593,7 +594,7 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
     }
     if progress is not None:
         record["resumed_after_epoch"] = progress["epoch"] + 1
-        if "forked_from" in progress:
+        if forked:
             record["forked_from"] = progress["forked_from"]
     if keep_checkpoints:
         record["model_file"] = trainer.saved_model_file

@@ -331,8 +331,20 @@ def test_a_run_with_decay_on_plateau_forks_from_where_the_same_run_without_it_st
         trained.append(epoch_idx + 1)
         return train_epoch(trainer, train_data, epoch_idx, *args, **kwargs)
 
+    save = compare_module.save_checkpoint
+
+    def save_then_die(state, path):
+        save(state, path)
+        if state["epoch"] == 3:
+            raise KeyboardInterrupt  # killed after epoch 4: the forked run resumes like any other
+
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "_train_epoch", counted_epoch)
+        patch.setattr(compare_module, "save_checkpoint", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            compare(["DiffuRec"], "toy", seeds=1, config_dict=decay, output_dir="forked", popularity_floor=False,
+                    keep_checkpoints=True, fork_from="plain/checkpoints", say=lines.append)
+        patch.setattr(compare_module, "save_checkpoint", save)
         forked = compare(["DiffuRec"], "toy", seeds=1, config_dict=decay, output_dir="forked", popularity_floor=False,
                          keep_checkpoints=True, fork_from="plain/checkpoints", say=lines.append)["runs"][0]
     assert trained == [4, 5]  # epochs 1-3 are the stopped run's
