@@ -3,6 +3,8 @@ DiffuRec run with our defaults (and SASRec's, for the variants that apply to bot
 epochs, best validation, test metrics.
 
     python benchmarks/diffurec_gap_report.py      # writes benchmarks/results/diffurec_gap_beauty.md
+    python benchmarks/diffurec_gap_report.py --plateau_seed=2022   # each model's leaderboard run beside its
+                                                  # plateau1 run: benchmarks/results/diffurec_gap_beauty_plateau1_seed2022.md
 
 Finished runs are read from each folder's runs.jsonl; a run still training (or cut short) from its saved state in
 progress/, with no test metrics yet.
@@ -12,6 +14,7 @@ import glob
 import json
 import os
 import statistics
+import sys
 
 from common import HERE, write_result
 
@@ -127,9 +130,12 @@ def main():
             f"{record['test']['ndcg@10']:.4f}" if record else "-",
             f"{record['test']['hit@10']:.4f}" if record else "-", f"{pace:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += [""] + plateau_table(2022)
     write_result("diffurec_gap_beauty", lines)
 
 
 if __name__ == "__main__":
-    main()
+    seed = next((int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--plateau_seed=")), None)
+    if seed is None:
+        main()
+    else:
+        write_result("diffurec_gap_beauty", plateau_table(seed), tag=f"plateau1_seed{seed}")
