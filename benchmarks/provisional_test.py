@@ -7,7 +7,8 @@ the figure is provisional until the run stops, and --compare's own record replac
 
 Arguments: the model, the run's output folder, and the command-line overrides the run was started with. The
 configuration is the leaderboard's (benchmarks/configs/leaderboard_beauty: shared.yaml and the model's file),
-seed 2020; the run's settings key must match its progress file, so a differing configuration is an error.
+seed 2020 unless the overrides give --seed=N; the run's settings key must match its progress file, so a differing
+configuration is an error.
 """
 
 import os
@@ -23,6 +24,7 @@ def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     model_name, folder, overrides = sys.argv[1], os.path.abspath(sys.argv[2]), sys.argv[3:]
+    seed = int(next((o.split("=", 1)[1] for o in overrides if o.startswith("--seed=")), 2020))
     files = [os.path.join(CONFIGS, "shared.yaml")]
     if os.path.isfile(os.path.join(CONFIGS, f"{model_name}.yaml")):
         files.append(os.path.join(CONFIGS, f"{model_name}.yaml"))
@@ -36,8 +38,8 @@ def main():
     from recbole_diffusion.trainer import load_checkpoint
 
     config = run_config(model_name, "beauty", files, output_dir=folder, keep_checkpoints=True)
-    config["seed"] = 2020
-    path = progress_path(folder, model_name, 2020, settings_key(config))
+    config["seed"] = seed
+    path = progress_path(folder, model_name, seed, settings_key(config))
     if not os.path.isfile(path):
         sys.exit(f"No run in progress with these settings: {path} does not exist. Pass the overrides the run "
                  f"was started with.")
@@ -47,7 +49,7 @@ def main():
     model.load_other_parameter(progress["best"]["other"])
     start = time.perf_counter()
     result = trainer.evaluate(test_data, load_best_model=False)
-    print(f"{model_name} seed 2020, {len(progress['curve'])} epochs done, best validation "
+    print(f"{model_name} seed {seed}, {len(progress['curve'])} epochs done, best validation "
           f"{progress['best_valid_score']:.4f} at epoch {progress['best']['epoch'] + 1} (provisional); test: "
           + ", ".join(f"{k} {v:.4f}" for k, v in result.items()) + f" ({time.perf_counter() - start:.0f} s)")
 
