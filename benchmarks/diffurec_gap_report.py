@@ -60,14 +60,13 @@ def find_run(model, folder, seed=2020):
 def plateau_epoch(curve, patience=10):
     """The epoch after whose validation RecBole's early stopping (more than ``patience`` validations in a row below
     the best so far) stops a constant-rate run, where ``lr_plateau_decays`` decays instead; None if never."""
+    from recbole.utils import early_stopping  # the rule the trainer's decay on plateau asks too
+
     best, waited = float("-inf"), 0
     for epoch, score, *_ in curve:
-        if score >= best:  # RecBole: a tie is a new best
-            best, waited = score, 0
-        else:
-            waited += 1
-            if waited > patience:
-                return epoch
+        best, waited, stop, _ = early_stopping(score, best, waited, max_step=patience)
+        if stop:
+            return epoch
     return None
 
 
