@@ -531,3 +531,32 @@ def test_two_workers_share_one_comparison(workdir, toy_config, counted, monkeypa
     result = compare(["SASRec", "GRU4Rec"], "toy", seeds=1, config_dict=config, output_dir="out")
     assert result["trained"] == 1 and [r["model"] for r in result["runs"]] == ["SeqPop", "SASRec", "GRU4Rec"]
     assert not list((workdir / "out" / "progress").iterdir())
+
+
+def test_the_readme_leaderboard_table_is_the_mean_and_sd_of_each_models_finished_seeds(tmp_path):
+    """benchmarks/leaderboard_table.py: one row per model in the README's order, mean ± sd over its seeds (a seed's
+    later record wins), the best mean of each column in bold (never the floor's), and the runs left counted."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "leaderboard_table", os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks",
+                                          "leaderboard_table.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def run(model, seed, ndcg, epochs=(5, 3), seconds=(10.0, 30.0, 20.0)):
+        scores = {"ndcg@10": ndcg, "hit@10": 2 * ndcg, "ndcg@5": ndcg / 2}
+        return {"model": model, "seed": seed, "valid": scores, "test": scores, "epochs_trained": epochs[0],
+                "best_epoch": epochs[1], "epoch_seconds": list(seconds), "sec_per_epoch": 99.0}
+
+    path = tmp_path / "runs.jsonl"
+    records = [run("SeqPop", 2020, 0.5), run("SASRec", 2020, 0.01), run("SASRec", 2021, 0.9),
+               run("SASRec", 2021, 0.03, epochs=(7, 2)), run("DiffuRec", 2020, 0.04, seconds=(50.0,))]
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    lines, finished, planned = module.table(module.read_runs(str(path)))
+    assert (finished, planned) == (4, 19)
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines[2:]}
+    assert rows["SASRec (RecBole, CE)"][1:4] == ["2", "5 (3), 7 (2)", "0.0200 ± 0.0141"]
+    assert rows["SASRec (RecBole, CE)"][-1] == "20 |"  # the median epoch (20 s), averaged over the seeds
+    assert rows["DiffuRec"][3] == "**0.0400**" and rows["DiffuRec"][-1] == "50 |"
+    assert rows["popularity (SeqPop)"][3] == "0.5000"  # above every model here, and not in bold
+    assert "BERT4Rec (RecBole)" not in rows and lines[-3].startswith("| *published, DiffuRec paper")
