@@ -27,7 +27,7 @@ ROWS = [("SeqPop", "popularity (SeqPop)", 2),
         ("DiQDiff", "DiQDiff", 3),
         ("DimeRec", "DimeRec (our values: no official code)", 2),
         ("SeqDiffRec", "SeqDiffRec (our values: no official code)", 2),
-        ("DreamRec", "DreamRec (paper's MSE; fixed budget of 50 epochs)", 2)]
+        ("DreamRec", "DreamRec (paper's MSE; at most 50 epochs)", 2)]
 PUBLISHED = ["| *published, DiffuRec paper (TOIS Table 2)* | | | | *0.0475* | *0.0791* | | |",
              "| *published, RecBole SASRec CE (reports)* | | | | *0.0415* | *0.083* | | |",
              "| *published, RecBole BERT4Rec (reports)* | | | | *about 0.021* | *about 0.040* | | |"]
