@@ -8,14 +8,13 @@ benchmarks/leaderboard_beauty.sh runs (3 for SASRec, DiffuRec and DiQDiff, 2 for
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from recbole_diffusion.compare import epoch_time  # noqa: E402
+from recbole_diffusion.compare import _cell, _mean_std, epoch_time, load_runs  # noqa: E402
 
 RUNS = os.path.join(ROOT, "benchmarks", "results", "leaderboard_beauty", "runs.jsonl")
 
@@ -38,29 +37,18 @@ METRICS = [("valid NDCG@10", "valid", "ndcg@10"), ("test NDCG@10", "test", "ndcg
 
 def read_runs(path):
     """The finished runs of runs.jsonl by model, each model's sorted by seed (a later record of a seed wins)."""
-    by_key = {}
-    with open(path) as handle:
-        for line in handle:
-            if line.strip():
-                run = json.loads(line)
-                by_key[(run["model"], run["seed"])] = run
+    by_key = {(run["model"], run["seed"]): run for run in load_runs(path)}
     runs = {}
-    for (model, _), run in sorted(by_key.items(), key=lambda item: (item[0][0], item[0][1])):
+    for (model, _), run in sorted(by_key.items(), key=lambda item: item[0]):
         runs.setdefault(model, []).append(run)
     return runs
 
 
-def mean_sd(values):
-    """'mean ± sd' with 4 decimals over several values, the value alone for one."""
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
-
-
 def table(runs):
     """The markdown lines of the table, and (finished, planned) run counts."""
-    best = {column: max(statistics.mean(run[split][metric] for run in runs[model])
-                        for model, _, _ in ROWS if model in runs and model != "SeqPop")
+    done = {model: runs[model][:seeds] for model, _, seeds in ROWS if model in runs}
+    best = {column: max(statistics.mean(run[split][metric] for run in done[model])
+                        for model in done if model != "SeqPop")
             for column, split, metric in METRICS}
     lines = ["| model | seeds | epochs (best) | " + " | ".join(column for column, _, _ in METRICS)
              + " | train s/epoch |",
@@ -68,18 +56,18 @@ def table(runs):
     finished = planned = 0
     for model, label, seeds in ROWS:
         planned += seeds
-        if model not in runs:
+        if model not in done:
             continue
-        done = runs[model][:seeds]
-        finished += len(done)
-        cells = [label, str(len(done)), ", ".join(f"{run['epochs_trained']} ({run['best_epoch']})" for run in done)]
+        mine = done[model]
+        finished += len(mine)
+        cells = [label, str(len(mine)), ", ".join(f"{run['epochs_trained']} ({run['best_epoch']})" for run in mine)]
         for column, split, metric in METRICS:
-            values = [run[split][metric] for run in done]
-            cell = mean_sd(values)
+            values = [run[split][metric] for run in mine]
+            cell = _cell("{:.4f}", *_mean_std(values))
             if model != "SeqPop" and round(statistics.mean(values), 4) == round(best[column], 4):
                 cell = f"**{cell}**"
             cells.append(cell)
-        cells.append(f"{statistics.mean(epoch_time(run) for run in done):.0f}")
+        cells.append(f"{statistics.mean(epoch_time(run) for run in mine):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines + PUBLISHED, finished, planned
 
