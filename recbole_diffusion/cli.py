@@ -48,6 +48,9 @@ def parse_args(argv=None):
                         help="with --compare and --lr_plateau_decays: the checkpoints folder of the same comparison "
                              "without decay (run with --keep_checkpoints=True); each run starts where that one "
                              "stopped at its plateau")
+    parser.add_argument("--test_curve", type=str, default="False",
+                        help="with --compare: True also tests the model after every validation (a diagnostic kept "
+                             "as test_curve in runs.jsonl; selection stays on validation)")
     # Sweep flags (recbole_diffusion/tune.py): numbers read as text and checked there, one error line each.
     parser.add_argument("--tune", type=str, default=None,
                         help="search-space yaml, e.g. properties/hyper/DiffuRec.yaml: run a Ray Tune sweep")
@@ -100,6 +103,7 @@ def run_comparison(args, config_files):
         popularity_floor=compare.parse_bool("popularity_floor", args.popularity_floor),
         report_only=compare.parse_bool("report_only", args.report_only),
         fork_from=args.fork_from,
+        test_curve=compare.parse_bool("test_curve", args.test_curve),
     )
     with open(result["files"]["comparison.md"], encoding="utf-8") as f:
         print("\n" + f.read())

@@ -111,7 +111,7 @@ from recbole_diffusion.validation import unknown_command_line_keys, unknown_key_
 # The first group are the comparison's own command-line flags, which RecBole's Config also reads from argv.
 _NOT_SETTINGS = {
     "compare", "seeds", "budget_epochs", "model_config", "output_dir", "keep_checkpoints", "config_files",
-    "popularity_floor", "report_only", "fork_from",
+    "popularity_floor", "report_only", "fork_from", "test_curve",
     "state", "show_progress", "checkpoint_dir", "log_wandb", "wandb_project",
     "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",
 }
@@ -479,7 +479,8 @@ def saved_best_weights(progress):
     return progress["state_dict"] if best is None else best
 
 
-def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, progress_file=None, key=None):
+def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, progress_file=None, key=None,
+                   test_curve=False):
     """Train ``config['model']`` with RecBole's ``fit`` and test its best-validation epoch.
 
     Args:
@@ -491,14 +492,27 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
         progress_file (str): where the run's state goes after each validation, and is continued from when the
             file exists with the same settings ``key`` (see the module's notes on resuming).
         key (str): the run's settings identity (see :func:`settings_key`).
+        test_curve (bool): a diagnostic: after every validation also evaluate the current model on the test split
+            and keep both full metric dicts (``test_curve`` in the record). Never used for selection; evaluation
+            draws come from their own seeded generators, so training and validation stay those of the same run
+            without it.
 
     Returns:
         dict: every number of the run (see :func:`compare`).
     """
     init_seed(config["seed"], config["reproducibility"])
     _, train_data, valid_data, test_data, model, trainer = build(config, dataset=dataset)
-    best, curve, valid_seconds, cpus = {}, [], [], []
+    best, curve, valid_seconds, cpus, tests = {}, [], [], [], []
     save_best = trainer._save_checkpoint
+    valid_epoch, valid_results = trainer._valid_epoch, []
+
+    def recorded_valid_epoch(*args, **kwargs):  # the full validation result, for test_curve
+        score, result = valid_epoch(*args, **kwargs)
+        valid_results.append(result)
+        return score, result
+
+    if test_curve:
+        trainer._valid_epoch = recorded_valid_epoch
 
     def keep_best(epoch, verbose=True, **kwargs):
         # fit(saved=True) calls this exactly when the validation metric improves (RecBole's selection).
@@ -526,6 +540,7 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
         epoch_seconds.extend(progress["epoch_seconds"])
         valid_seconds.extend(progress["valid_seconds"])
         cpus.extend(progress.get("cpus", ["unknown (a state saved before machines were recorded)"]))
+        tests.extend(progress.get("test_curve", []))
         _set_rng_states(progress["rng"], train_data)
         say(f"{label}: resumed after epoch {trainer.start_epoch} from {progress_file}")
 
@@ -545,6 +560,12 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
         curve.append([epoch_idx + 1, float(valid_score), sum(epoch_seconds), sum(valid_seconds)])
         mark = " (best so far)" if best.get("epoch") == epoch_idx else ""
         say(f"{last['text']}, valid {config['valid_metric'].lower()} {valid_score:.4f}{mark}")
+        if test_curve:
+            test_now = trainer.evaluate(test_data, load_best_model=False)
+            tests.append({"epoch": epoch_idx + 1, "valid": {k: float(v) for k, v in valid_results[-1].items()},
+                          "test": {k: float(v) for k, v in test_now.items()}})
+            say(f"{label} epoch {epoch_idx + 1}: test {config['valid_metric'].lower()} "
+                f"{tests[-1]['test'][config['valid_metric'].lower()]:.4f} (test_curve: a diagnostic, not selection)")
         if progress_file:
             save_checkpoint({
                 "format": CHECKPOINT_FORMAT, "kind": "run in progress", "settings": key,
@@ -554,6 +575,7 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
                 "optimizer": trainer.optimizer.state_dict(), "best": _best_to_save(best, epoch_idx), "curve": curve,
                 "epoch_seconds": epoch_seconds, "valid_seconds": valid_seconds, "rng": _rng_states(train_data),
                 "cpus": cpus, **({"forked_from": progress["forked_from"]} if forked else {}),
+                **({"test_curve": tests} if test_curve else {}),
             }, progress_file)
 
     stopped = progress is not None and (  # RecBole's two ends of fit: early stopping, or the last epoch
@@ -592,6 +614,8 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
             f" ({torch.cuda.get_device_name(config['device'])})" if config["device"].type == "cuda" else ""),
         "cpus": cpus,  # every machine that trained the run: a resumed run may span several
     }
+    if test_curve:
+        record["test_curve"] = tests
     if progress is not None:
         record["resumed_after_epoch"] = progress["epoch"] + 1
         if forked:
@@ -963,7 +987,7 @@ def progress_path(output_dir, model, seed, key):
 
 def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=None, config_dict=None,
             budget_epochs=None, output_dir=None, keep_checkpoints=False, popularity_floor=True, say=_say,
-            model_seeds=None, report_only=False, fork_from=None):
+            model_seeds=None, report_only=False, fork_from=None, test_curve=False):
     """Train and test every model with every seed on one prepared dataset; write the report files.
 
     Args:
@@ -986,6 +1010,8 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         fork_from (str): the ``checkpoints`` folder of another comparison run with ``keep_checkpoints``: a run
             with decay on plateau and no state of its own starts from the last state of the same run without it
             there, where that run stopped at its plateau (:func:`fork_at_plateau`).
+        test_curve (bool): a diagnostic: also test every validated epoch's model (``test_curve`` in each record;
+            selection stays on validation). Not part of a run's identity.
         say (callable): receives each progress line.
 
     Returns:
@@ -1122,7 +1148,8 @@ def compare(models, dataset, seeds=3, config_file_list=None, model_config_files=
         dataset_copy = copy.deepcopy(datasets[dataset_keys[model]])  # build() rewrites it: the original stays unbuilt
         if fork_from:
             fork_at_plateau(config, key, fork_from, progress_file, lambda line: say(f"{label}: {line}"))
-        record.update(train_and_test(config, dataset_copy, label, keep_checkpoints, say, progress_file, key))
+        record.update(train_and_test(config, dataset_copy, label, keep_checkpoints, say, progress_file, key,
+                                     test_curve=test_curve))
         record["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         _append_run(runs_path, record)  # before the claim is released: no other worker can start it again
         if os.path.exists(progress_file):

@@ -27,7 +27,7 @@ RUNTIME_KEYS = {"local_rank", "nproc", "world_size", "offset", "ip", "port", "de
 # The command line's own flags (cli.py): argparse reads them, RecBole's Config sees them too.
 CLI_FLAGS = {"model", "m", "dataset", "d", "config_files", "nproc", "world_size", "ip", "port", "group_offset",
              "compare", "seeds", "budget_epochs", "model_config", "output_dir", "keep_checkpoints", "report_only",
-             "popularity_floor", "fork_from", "tune", "num_samples", "cpus_per_trial", "gpus_per_trial", "ray_address",
+             "popularity_floor", "fork_from", "test_curve", "tune", "num_samples", "cpus_per_trial", "gpus_per_trial", "ray_address",
              "scheduler", "resume", "search_alg", "max_failures", "augment", "threads", "verbose"}
 RECBOLE_KEYS = set(general_arguments) | set(training_arguments) | set(evaluation_arguments) | set(dataset_arguments)
 

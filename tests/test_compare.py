@@ -560,3 +560,48 @@ def test_the_readme_leaderboard_table_is_the_mean_and_sd_of_each_models_finished
     assert rows["DiffuRec"][3] == "**0.0400**" and rows["DiffuRec"][-1] == "50 |"
     assert rows["popularity (SeqPop)"][3] == "0.5000"  # above every model here, and not in bold
     assert "BERT4Rec (RecBole)" not in rows and lines[-3].startswith("| *published, DiffuRec paper")
+
+
+def test_test_curve_is_a_diagnostic_that_leaves_training_and_selection_as_they_were(workdir, toy_config):
+    """--test_curve tests the model after every validation: the curve's entry at the best epoch is the run's own test
+    result, and training, validation and selection are exactly those of the same run without it (evaluation draws
+    come from their own generators); the flag is not part of the run's identity."""
+    config = dict(toy_config, **FAST_DIFFUREC, epochs=3, eval_step=1, stopping_step=10)
+    plain = compare(["DiffuRec"], "toy", seeds=1, config_dict=config, output_dir="plain",
+                    popularity_floor=False)["runs"][0]
+    run = compare(["DiffuRec"], "toy", seeds=1, config_dict=config, output_dir="curve", popularity_floor=False,
+                  test_curve=True)["runs"][0]
+    assert "test_curve" not in plain and run["settings"] == plain["settings"]
+    assert [point[:2] for point in run["valid_curve"]] == [point[:2] for point in plain["valid_curve"]]
+    assert run["best_epoch"] == plain["best_epoch"] and run["test"] == plain["test"]
+    assert [entry["epoch"] for entry in run["test_curve"]] == [1, 2, 3]
+    assert [entry["valid"]["ndcg@10"] for entry in run["test_curve"]] == [p[1] for p in run["valid_curve"]]
+    assert run["test_curve"][run["best_epoch"] - 1]["test"] == run["test"]
+    assert set(run["test_curve"][0]["test"]) == set(METRICS)
+
+
+def test_test_curve_report_picks_each_rules_epoch_on_a_toy_curve():
+    """benchmarks/test_curve_report.py: ours keeps the best validation NDCG@10 (RecBole: the later epoch on a tie);
+    the official DiffuRec rule keeps
+    the last epoch where any of the six validation metrics set a new best; the oracle, the best test NDCG@10."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "test_curve_report", os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks",
+                                          "test_curve_report.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.dirname(spec.origin))  # it imports benchmarks/common.py
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(os.path.dirname(spec.origin))
+
+    def entry(epoch, ndcg10, hit20, test):
+        valid = dict.fromkeys(METRICS, 0.01)
+        valid.update({"ndcg@10": ndcg10, "hit@20": hit20})
+        return {"epoch": epoch, "valid": valid, "test": {"ndcg@10": test, "hit@10": 2 * test}}
+
+    curve = [entry(1, 0.02, 0.10, 0.010), entry(2, 0.05, 0.10, 0.030), entry(3, 0.05, 0.10, 0.040),
+             entry(4, 0.04, 0.25, 0.020), entry(5, 0.03, 0.20, 0.050)]
+    assert module.ours(curve)["epoch"] == 3  # epoch 3 ties epoch 2 at 0.05: RecBole keeps the later
+    assert module.official(curve)["epoch"] == 4  # hit@20 improved at 4; nothing improved at 3 or 5
+    assert module.oracle(curve)["epoch"] == 5
