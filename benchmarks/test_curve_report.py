@@ -13,7 +13,7 @@ A run also in the leaderboard (same settings) is checked against it: the same tr
 
     python benchmarks/test_curve_report.py [FOLDER]   # default benchmarks/results/diffurec_gap_beauty/test_curve
 
-Writes benchmarks/results/test_curve_<folder name>.md.
+Writes benchmarks/results/test_curve_<folder name>.md (of the folder above one named test_curve).
 """
 
 import glob
@@ -112,7 +112,8 @@ def main():
             entry = next((e for e in run["test_curve"] if e["epoch"] == epoch), None)
             cells += [f"{entry['valid']['ndcg@10']:.4f}", f"{entry['test']['ndcg@10']:.4f}"] if entry else ["", ""]
         lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
-    write_result("test_curve", lines, tag=os.path.basename(folder))
+    name = os.path.basename(folder)  # .../diffurec_gap_beauty/test_curve -> test_curve_diffurec_gap_beauty.md
+    write_result("test_curve", lines, tag=os.path.basename(os.path.dirname(folder)) if name == "test_curve" else name)
 
 
 if __name__ == "__main__":
