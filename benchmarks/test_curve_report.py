@@ -17,11 +17,13 @@ Writes benchmarks/results/test_curve_<folder name>.md (of the folder above one n
 """
 
 import glob
-import json
 import os
 import sys
 
 from common import HERE, write_result
+
+from recbole_diffusion.compare import load_runs as finished_runs
+from recbole_diffusion.trainer import load_checkpoint
 
 VALID_METRICS = ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")
 LEADERBOARD = os.path.join(HERE, "results", "leaderboard_beauty", "runs.jsonl")
@@ -50,38 +52,24 @@ def oracle(curve, metric="ndcg@10"):
 
 
 def load_runs(folder):
-    runs = []
-    path = os.path.join(folder, "runs.jsonl")
-    if os.path.isfile(path):
-        with open(path) as f:
-            runs += [dict(json.loads(line), status="finished") for line in f if line.strip()]
-    from recbole_diffusion.trainer import load_checkpoint
-
+    """Runs with a test curve: finished ones from runs.jsonl, unfinished ones from their states in progress/."""
+    runs = [dict(run, status="finished") for run in finished_runs(os.path.join(folder, "runs.jsonl"))]
     for state_file in sorted(glob.glob(os.path.join(folder, "progress", "*.pth"))):
         state = load_checkpoint(state_file)
-        name = os.path.basename(state_file)[:-len(".pth")]
-        model, seed = name.split("-seed")[0], int(name.split("-seed")[1].split("-")[0])
+        model, seed, _ = os.path.basename(state_file).rsplit("-", 2)  # progress_path's <model>-seed<seed>-<key>.pth
         if state.get("test_curve"):
-            runs.append({"model": model, "seed": seed, "settings": state["settings"], "test_curve": state["test_curve"],
+            runs.append({"model": model, "seed": int(seed[len("seed"):]), "settings": state["settings"],
+                         "test_curve": state["test_curve"],
                          "status": f"in progress (after epoch {state['epoch'] + 1})"})
     return [r for r in runs if r.get("test_curve")]
-
-
-def leaderboard_test(run):
-    if not os.path.isfile(LEADERBOARD):
-        return None
-    with open(LEADERBOARD) as f:
-        for line in f:
-            record = json.loads(line)
-            if (record["model"], record["seed"], record["settings"]) == (run["model"], run["seed"], run["settings"]):
-                return record
-    return None
 
 
 def main():
     folder = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                              os.path.join(HERE, "results", "diffurec_gap_beauty", "test_curve"))
     runs = load_runs(folder)
+    # the same run (model, seed, settings) in the leaderboard: training must match it exactly on the same kind of CPU
+    leaderboard = {(r["model"], r["seed"], r["settings"]): r for r in finished_runs(LEADERBOARD)}
     if not runs:
         sys.exit(f"No run with a test curve in {folder}: run --compare with --test_curve=True there first.")
     lines = [f"Runs of `{os.path.relpath(folder, os.path.dirname(HERE))}` (`--test_curve=True`): the model was tested "
@@ -98,7 +86,7 @@ def main():
 
     for run in runs:
         curve = run["test_curve"]
-        board = leaderboard_test(run)
+        board = leaderboard.get((run["model"], run["seed"], run["settings"]))
         board_cell = f"{board['test']['ndcg@10']:.4f} (epoch {board['best_epoch']})" if board else "-"
         lines.append(f"| {run['model']} | {run['seed']} | {run['status']} | {len(curve)} | {cell(ours(curve))} | "
                      f"{cell(official(curve))} | {cell(oracle(curve))} | {board_cell} |")

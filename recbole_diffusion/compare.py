@@ -504,12 +504,12 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
     _, train_data, valid_data, test_data, model, trainer = build(config, dataset=dataset)
     best, curve, valid_seconds, cpus, tests = {}, [], [], [], []
     save_best = trainer._save_checkpoint
-    valid_epoch, valid_results = trainer._valid_epoch, []
+    valid_epoch = trainer._valid_epoch
+    last = {}
 
     def recorded_valid_epoch(*args, **kwargs):  # the full validation result, for test_curve
-        score, result = valid_epoch(*args, **kwargs)
-        valid_results.append(result)
-        return score, result
+        score, last["valid_result"] = valid_epoch(*args, **kwargs)
+        return score, last["valid_result"]
 
     if test_curve:
         trainer._valid_epoch = recorded_valid_epoch
@@ -521,7 +521,6 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
         best["other"] = copy.deepcopy(model.other_parameter())
 
     trainer._save_checkpoint = keep_best
-    last = {}
     epoch_seconds = record_epoch_times(trainer, lambda *args: on_epoch(*args))
     progress = _load_progress(progress_file, key, say)
     forked = progress is not None and "forked_from" in progress  # kept in every later state: the record says so
@@ -562,7 +561,7 @@ def train_and_test(config, dataset, label="", keep_checkpoints=False, say=_say, 
         say(f"{last['text']}, valid {config['valid_metric'].lower()} {valid_score:.4f}{mark}")
         if test_curve:
             test_now = trainer.evaluate(test_data, load_best_model=False)
-            tests.append({"epoch": epoch_idx + 1, "valid": {k: float(v) for k, v in valid_results[-1].items()},
+            tests.append({"epoch": epoch_idx + 1, "valid": {k: float(v) for k, v in last["valid_result"].items()},
                           "test": {k: float(v) for k, v in test_now.items()}})
             say(f"{label} epoch {epoch_idx + 1}: test {config['valid_metric'].lower()} "
                 f"{tests[-1]['test'][config['valid_metric'].lower()]:.4f} (test_curve: a diagnostic, not selection)")
